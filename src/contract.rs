@@ -1,0 +1,80 @@
+//! The public contract: every filter-state key, header name and metric name the filter
+//! reads or writes is defined here once. Access-log formats, dashboards and recording
+//! rules depend on these spellings; change them only with a version bump (see README).
+
+/// Version of the filter-state / log contract. Bumped on any incompatible change.
+pub const CONTRACT_VERSION: u32 = 1;
+
+/// Filter-state keys. `set_property(["ai.tenant"])` lands in Envoy's filter state as
+/// `wasm.ai.tenant`; access logs read it with `%FILTER_STATE(wasm.ai.tenant:PLAIN)%`.
+pub mod state {
+    /// The gateway record (tutorial Step 6), one JSON object.
+    pub const RECORD: &str = "ai.record";
+    /// The audit record (tutorial Step 7), one JSON object.
+    pub const AUDIT: &str = "ai.audit";
+    pub const TENANT: &str = "ai.tenant";
+    pub const SUBJECT: &str = "ai.subject";
+    pub const ROUTE: &str = "ai.route";
+    pub const MODEL: &str = "ai.model";
+    pub const MODEL_ROUTE: &str = "ai.model_route";
+    pub const STREAM: &str = "ai.stream";
+    pub const HTTP_STATUS: &str = "ai.http_status";
+    pub const LATENCY_MS: &str = "ai.latency_ms";
+    pub const TTFT_MS: &str = "ai.ttft_ms";
+    pub const PROMPT_TOKENS: &str = "ai.prompt_tokens";
+    pub const COMPLETION_TOKENS: &str = "ai.completion_tokens";
+    /// Settled token cost as a plain integer, for Envoy's global rate limit `hits_addend`.
+    pub const TOKENS_TOTAL: &str = "ai.tokens_total";
+    pub const COST_USD: &str = "ai.estimated_cost_usd";
+    pub const GATEWAY_BACKEND: &str = "ai.gateway_backend";
+    pub const TRAFFIC_CLASS: &str = "ai.traffic_class";
+    pub const REQUEST_ID: &str = "ai.request_id";
+    pub const DECISION: &str = "ai.decision";
+    pub const REASON: &str = "ai.reason";
+    pub const USAGE_ESTIMATED: &str = "ai.usage_estimated";
+    pub const PROMPT_SHA256: &str = "ai.prompt_sha256";
+    pub const HOSTNAME: &str = "ai.hostname";
+}
+
+/// Request headers the filter sets towards the upstream (and the route table). Any
+/// client-supplied copy is removed first, so the upstream can trust them.
+pub mod header {
+    pub const TENANT: &str = "x-ai-tenant";
+    pub const SUBJECT: &str = "x-ai-subject";
+    pub const MODEL: &str = "x-ai-model";
+    /// Gateway API Inference Extension's body-based-routing header.
+    pub const GATEWAY_MODEL_NAME: &str = "x-gateway-model-name";
+    pub const TRAFFIC_CLASS: &str = "x-ai-traffic-class";
+    /// Set to 0 on streaming requests: a stream is never replayed by the gateway.
+    pub const ENVOY_MAX_RETRIES: &str = "x-envoy-max-retries";
+
+    /// Every header above; stripped from client requests before the filter sets its own.
+    pub const TRUSTED: [&str; 5] = [TENANT, SUBJECT, MODEL, GATEWAY_MODEL_NAME, TRAFFIC_CLASS];
+
+    // Credential headers, in the order they are read.
+    pub const AUTHORIZATION: &str = "authorization";
+    pub const X_API_KEY: &str = "x-api-key";
+    pub const AZURE_API_KEY: &str = "api-key";
+
+    pub const REQUEST_ID: &str = "x-request-id";
+    pub const WWW_AUTHENTICATE: &str = "www-authenticate";
+    pub const RETRY_AFTER: &str = "retry-after";
+    pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+}
+
+/// Metric names (Prometheus names after Envoy strips the `wasmcustom.` namespace).
+/// Labels are encoded in the stat name as `name.label=.=value;.;…` and extracted by the
+/// `stats_tags` in the bootstrap (Istio's convention).
+pub mod metric {
+    pub const REQUESTS_TOTAL: &str = "ai_gateway_requests_total";
+    pub const REQUEST_DURATION_MS: &str = "ai_gateway_request_duration_ms";
+    pub const UPSTREAM_DURATION_MS: &str = "ai_gateway_upstream_duration_ms";
+    pub const FILTER_DURATION_US: &str = "ai_gateway_filter_duration_us";
+    pub const TTFT_MS: &str = "ai_gateway_ttft_ms";
+    pub const TOKENS_TOTAL: &str = "ai_gateway_tokens_total";
+    pub const COST_USD_MICROS_TOTAL: &str = "ai_gateway_cost_usd_micros_total";
+    pub const QUOTA_REJECTIONS_TOTAL: &str = "ai_gateway_quota_rejections_total";
+    pub const AUTH_DENIALS_TOTAL: &str = "ai_gateway_auth_denials_total";
+    /// The label value used for anything not in the configuration (bounded cardinality).
+    pub const UNKNOWN: &str = "unknown";
+}

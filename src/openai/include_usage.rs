@@ -1,0 +1,240 @@
+//! Rewriting a streaming request so the server reports usage in the stream.
+
+use serde::de::IgnoredAny;
+use serde_json::{Map, Value};
+
+use super::json_scan::{Step, TopLevelScanner};
+
+const MEMBER: &[u8] = br#""stream_options":{"include_usage":true}"#;
+
+/// Returns a copy of `body` in which `stream_options.include_usage` is `true`,
+/// or `None` if the body is not a valid JSON object or has a `stream_options`
+/// that is neither an object nor null (or appears twice).
+///
+/// Everything outside `stream_options` is kept byte for byte: a missing
+/// `stream_options` is inserted right after the opening `{`, and an existing
+/// one has only its own value re-serialized (other members of it are kept;
+/// their order may change). Only meaningful for chat/completions requests with
+/// `stream: true` (OpenAI rejects `stream_options` otherwise); callers should
+/// check [`super::ParsedRequest::include_usage`] first to skip needless copies.
+pub fn with_include_usage(body: &[u8]) -> Option<Vec<u8>> {
+    // Validate first so the byte-level scan below only ever sees valid JSON.
+    // IgnoredAny skips iteratively, so deep nesting cannot overflow the stack.
+    let text = std::str::from_utf8(body).ok()?;
+    serde_json::from_str::<IgnoredAny>(text).ok()?;
+    let open = body
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+    if body.get(open) != Some(&b'{') {
+        return None;
+    }
+
+    let mut scan = TopLevelScanner::new();
+    let mut members = 0usize;
+    let mut start = None;
+    let mut span = None;
+    for (i, &b) in body.iter().enumerate() {
+        match scan.step(b) {
+            Step::ValueStart => {
+                members = members.saturating_add(1);
+                if scan.key_is("stream_options") {
+                    if span.is_some() {
+                        // Duplicate key: which one upstream uses is unknowable.
+                        return None;
+                    }
+                    start = Some(i);
+                }
+            }
+            Step::ValueEnd => {
+                if let Some(s) = start.take() {
+                    span = Some((s, i));
+                }
+            }
+            Step::ValueByte | Step::Outside => {}
+        }
+    }
+    if !scan.is_done() {
+        return None;
+    }
+
+    let after_open = open.checked_add(1)?;
+    let (head, tail) = body.split_at_checked(after_open)?;
+    let mut out = Vec::with_capacity(body.len().saturating_add(MEMBER.len() + 1));
+    match span {
+        None => {
+            out.extend_from_slice(head);
+            out.extend_from_slice(MEMBER);
+            if members > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(tail);
+        }
+        Some((s, e)) => {
+            let value = serde_json::from_slice::<Value>(body.get(s..e)?).ok()?;
+            let mut options = match value {
+                Value::Null => Map::new(),
+                Value::Object(map) => map,
+                _ => return None,
+            };
+            options.insert("include_usage".to_string(), Value::Bool(true));
+            out.extend_from_slice(body.get(..s)?);
+            serde_json::to_writer(&mut out, &options).ok()?;
+            out.extend_from_slice(body.get(e..)?);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::request::{parse_request, Api};
+    use serde_json::json;
+
+    fn rewrite(v: &Value) -> Value {
+        let body = serde_json::to_vec(v).unwrap();
+        let out = with_include_usage(&body).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn adds_missing_stream_options() {
+        let v = json!({"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}],"temperature":0.5});
+        let mut expected = v.clone();
+        expected["stream_options"] = json!({"include_usage": true});
+        assert_eq!(rewrite(&v), expected);
+    }
+
+    #[test]
+    fn keeps_other_stream_options_fields() {
+        let v = json!({"model":"m","stream":true,"stream_options":{"include_obfuscation":false,"x":[1,{"y":2}]}});
+        let mut expected = v.clone();
+        expected["stream_options"]["include_usage"] = json!(true);
+        assert_eq!(rewrite(&v), expected);
+    }
+
+    #[test]
+    fn flips_false_to_true() {
+        let v = json!({"model":"m","stream":true,"stream_options":{"include_usage":false},"n":2});
+        let mut expected = v.clone();
+        expected["stream_options"]["include_usage"] = json!(true);
+        assert_eq!(rewrite(&v), expected);
+        // Already true: unchanged semantically.
+        let v = json!({"model":"m","stream_options":{"include_usage":true}});
+        assert_eq!(rewrite(&v), v);
+    }
+
+    #[test]
+    fn null_stream_options_becomes_object() {
+        let out =
+            with_include_usage(br#"{"model":"m","stream_options":null,"stream":true}"#).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            json!({"model":"m","stream":true,"stream_options":{"include_usage":true}})
+        );
+    }
+
+    #[test]
+    fn result_reparses_with_include_usage() {
+        let body = br#"{"model":"gpt-4o","stream":true,"max_tokens":5,"tools":[{"type":"function"}],"messages":[{"role":"user","content":"Hello   world"}]}"#;
+        let out = with_include_usage(body).unwrap();
+        let p = parse_request(Api::ChatCompletions, &out).unwrap();
+        assert!(p.include_usage);
+        assert!(p.stream);
+        assert!(p.has_tools);
+        assert_eq!(p.model, "gpt-4o");
+        assert_eq!(p.max_tokens, Some(5));
+        assert_eq!(p.normalized_prompt_string(), "Hello world");
+        let before = parse_request(Api::ChatCompletions, body).unwrap();
+        assert!(!before.include_usage);
+        assert_eq!(p.prompt_chars, before.prompt_chars);
+    }
+
+    #[test]
+    fn insertion_preserves_bytes_exactly() {
+        // Numbers serde_json would round, key order, whitespace: all untouched.
+        let body = b"  {\n \"z\": 123456789012345678901234567890, \"a\" : 1.000 }\n";
+        let out = with_include_usage(body).unwrap();
+        assert_eq!(
+            out,
+            b"  {\"stream_options\":{\"include_usage\":true},\n \"z\": 123456789012345678901234567890, \"a\" : 1.000 }\n"
+        );
+        // Skipped members are validated without being converted, so even a
+        // number no f64 can hold passes through untouched.
+        let body = br#"{"model":"m", "stream_options" : {"include_usage":false} , "z":1e400}"#;
+        let out = with_include_usage(body).unwrap();
+        assert_eq!(
+            out,
+            br#"{"model":"m", "stream_options" : {"include_usage":true}, "z":1e400}"#
+        );
+        let body = br#"{"model":"m", "stream_options" : {"include_usage":false} , "z":12345678901234567890123}"#;
+        let out = with_include_usage(body).unwrap();
+        assert_eq!(
+            out,
+            br#"{"model":"m", "stream_options" : {"include_usage":true}, "z":12345678901234567890123}"#
+        );
+    }
+
+    #[test]
+    fn empty_object() {
+        assert_eq!(
+            with_include_usage(b"{}").unwrap(),
+            br#"{"stream_options":{"include_usage":true}}"#
+        );
+        assert_eq!(
+            with_include_usage(b" { } ").unwrap(),
+            br#" {"stream_options":{"include_usage":true} } "#
+        );
+    }
+
+    #[test]
+    fn escaped_key_is_recognized() {
+        let body = br#"{"stream\u005foptions":{"include_usage":false},"model":"m"}"#;
+        let out = with_include_usage(body).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            json!({"stream_options":{"include_usage":true},"model":"m"})
+        );
+    }
+
+    #[test]
+    fn nested_stream_options_is_not_touched() {
+        let v = json!({"metadata":{"stream_options":{"include_usage":false}},"model":"m"});
+        let mut expected = v.clone();
+        expected["stream_options"] = json!({"include_usage": true});
+        assert_eq!(rewrite(&v), expected);
+    }
+
+    #[test]
+    fn rejects_unhandleable_bodies() {
+        assert!(with_include_usage(b"").is_none());
+        assert!(with_include_usage(b"   ").is_none());
+        assert!(with_include_usage(b"{").is_none());
+        assert!(with_include_usage(b"{\"a\":1}x").is_none());
+        assert!(with_include_usage(b"[1,2]").is_none());
+        assert!(with_include_usage(b"\"s\"").is_none());
+        assert!(with_include_usage(b"{\"a\":\"\xff\"}").is_none());
+        assert!(with_include_usage(br#"{"stream_options":true}"#).is_none());
+        assert!(with_include_usage(br#"{"stream_options":[]}"#).is_none());
+        assert!(with_include_usage(br#"{"stream_options":{},"stream_options":{}}"#).is_none());
+    }
+
+    #[test]
+    fn deep_nesting_does_not_crash() {
+        let deep = format!(
+            r#"{{"model":"m","x":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let out = with_include_usage(deep.as_bytes()).unwrap();
+        assert!(out.starts_with(br#"{"stream_options":{"include_usage":true},"model""#));
+        let deep_options = format!(
+            r#"{{"stream_options":{{"a":{}{}}}}}"#,
+            "[".repeat(1000),
+            "]".repeat(1000)
+        );
+        assert!(with_include_usage(deep_options.as_bytes()).is_none());
+    }
+}

@@ -1,0 +1,361 @@
+//! Request-time reservation, response-time settlement, and read-only peek
+//! across all buckets that apply to a request.
+//!
+//! Each bucket is updated atomically on its own (CAS); across buckets the
+//! reservation is made all-or-nothing by refunding the buckets already
+//! charged when a later one denies.
+
+use serde::{Deserialize, Serialize};
+
+use super::bucket::{self, BucketState, Limit, TrafficClass, Verdict};
+use super::config::{BucketKind, BucketSpec, QuotaConfig};
+use super::store::{self, SharedStore, StoreError};
+
+/// What to do when the shared store fails (error or CAS loop exhausted).
+/// Default `Allow` (fail open): a broken shared store must not take
+/// inference down; the outcome is then marked `degraded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// Everything about the request that the quota decision needs.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaRequest<'a> {
+    /// Shared-data key prefix (plugin-specific; Istio shares one namespace).
+    pub prefix: &'a str,
+    pub tenant: &'a str,
+    pub model: Option<&'a str>,
+    /// Upper-bound estimate of prompt + completion tokens, reserved now and
+    /// settled against real usage later.
+    pub estimated_tokens: u64,
+    pub class: TrafficClass,
+    pub on_store_error: OnStoreError,
+}
+
+/// The overall decision of [`reserve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReserveVerdict {
+    Allowed,
+    /// Rate limited (429): retry after this long.
+    Denied {
+        kind: BucketKind,
+        retry_after_ms: u64,
+    },
+    /// The request alone exceeds what the `kind` bucket can ever hold for
+    /// this traffic class: refuse outright, retrying cannot help.
+    TooLarge {
+        kind: BucketKind,
+        cost: u64,
+        max: u64,
+    },
+    /// The store failed and `OnStoreError::Deny` is configured.
+    StoreUnavailable,
+}
+
+/// One bucket's state for response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketReport {
+    pub kind: BucketKind,
+    pub model_scoped: bool,
+    /// Refill per minute (OpenAI's `x-ratelimit-limit-*` is the per-minute limit).
+    pub limit_per_minute: u64,
+    /// Whole units this request's class can still take (never negative).
+    pub remaining: u64,
+    /// Milliseconds until the bucket is full again.
+    pub reset_ms: u64,
+    /// This bucket caused the denial.
+    pub denied: bool,
+}
+
+/// One bucket recorded in a [`Reservation`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargedBucket {
+    pub key: String,
+    pub kind: BucketKind,
+    pub model_scoped: bool,
+    pub limit: Limit,
+    /// Units actually taken at reserve time (0 if the store failed open).
+    pub charged: u64,
+}
+
+/// Kept by the host per request between [`reserve`] and [`settle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub tenant: String,
+    pub model: Option<String>,
+    pub class: TrafficClass,
+    pub reserved_tokens: u64,
+    pub buckets: Vec<ChargedBucket>,
+}
+
+/// Result of [`reserve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct ReserveOutcome {
+    pub verdict: ReserveVerdict,
+    /// A store failure influenced the decision (failed open or closed).
+    pub degraded: bool,
+    /// Present exactly when the verdict is `Allowed`.
+    pub reservation: Option<Reservation>,
+    /// Buckets that were consulted, in charge order.
+    pub reports: Vec<BucketReport>,
+    /// Shared-data gets + sets performed.
+    pub round_trips: u32,
+}
+
+/// Result of [`settle`] and [`peek`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct StoreOutcome {
+    pub degraded: bool,
+    pub reports: Vec<BucketReport>,
+    pub round_trips: u32,
+}
+
+/// Reserves 1 request and `estimated_tokens` tokens in every configured
+/// bucket, or none of them. Round trips: 2 per bucket charged (get + set),
+/// 1 for the denying bucket, 2 per refund; +2 the first time a key is used.
+pub fn reserve<S>(
+    store: &S,
+    config: &QuotaConfig,
+    req: &QuotaRequest<'_>,
+    now_ms: u64,
+) -> ReserveOutcome
+where
+    S: SharedStore + ?Sized,
+{
+    let specs = config.buckets(req.prefix, req.tenant, req.model);
+    let mut out = ReserveOutcome {
+        verdict: ReserveVerdict::Allowed,
+        degraded: false,
+        reservation: None,
+        reports: Vec::with_capacity(specs.len()),
+        round_trips: 0,
+    };
+    let mut charged: Vec<ChargedBucket> = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let cost = match spec.kind {
+            BucketKind::Requests => 1,
+            BucketKind::Tokens => req.estimated_tokens,
+        };
+        let init = BucketState::full(&spec.limit, now_ms);
+        let result = store::update(store, &spec.key, init, &mut out.round_trips, |mut st| {
+            let d = bucket::try_take(&mut st, cost, now_ms, &spec.limit, req.class);
+            (d.allowed().then_some(st), d)
+        });
+        // (verdict that ends the reservation, units actually taken here)
+        let (denial, taken) = match result {
+            Ok(d) => {
+                out.reports
+                    .push(report(spec, d.remaining, d.reset_ms, !d.allowed()));
+                let denial = refusal(d.verdict, spec, cost, req.class);
+                (denial, if d.allowed() { cost } else { 0 })
+            }
+            Err(e) => {
+                out.degraded = true;
+                log::warn!(
+                    "quota: store error {e:?} on {}, policy {:?}",
+                    spec.key,
+                    req.on_store_error
+                );
+                match req.on_store_error {
+                    OnStoreError::Allow => (None, 0),
+                    OnStoreError::Deny => (Some(ReserveVerdict::StoreUnavailable), 0),
+                }
+            }
+        };
+        if let Some(verdict) = denial {
+            refund_all(store, &charged, req.class, now_ms, &mut out);
+            out.verdict = verdict;
+            return out;
+        }
+        charged.push(ChargedBucket {
+            key: spec.key.clone(),
+            kind: spec.kind,
+            model_scoped: spec.model_scoped,
+            limit: spec.limit,
+            charged: taken,
+        });
+    }
+    out.reservation = Some(Reservation {
+        tenant: req.tenant.to_owned(),
+        model: req.model.map(str::to_owned),
+        class: req.class,
+        reserved_tokens: req.estimated_tokens,
+        buckets: charged,
+    });
+    out
+}
+
+/// Settles the token buckets against real usage: refunds an over-reservation,
+/// charges an under-reservation (the level may go negative), and charges the
+/// full usage to buckets the store failed to charge at reserve time. A failed
+/// upstream settles with `actual_tokens = 0` (full refund). Never denies.
+/// Takes the reservation by value so it cannot be settled twice.
+/// Round trips: 2 per token bucket whose amount differs, 0 otherwise.
+pub fn settle<S>(
+    store: &S,
+    reservation: Reservation,
+    actual_tokens: u64,
+    now_ms: u64,
+) -> StoreOutcome
+where
+    S: SharedStore + ?Sized,
+{
+    let mut out = StoreOutcome::default();
+    for b in reservation
+        .buckets
+        .iter()
+        .filter(|b| b.kind == BucketKind::Tokens)
+    {
+        let delta = i128::from(actual_tokens) - i128::from(b.charged);
+        let delta = i64::try_from(delta).unwrap_or(if delta > 0 { i64::MAX } else { i64::MIN });
+        if delta == 0 {
+            continue;
+        }
+        match apply_delta(
+            store,
+            b,
+            delta,
+            reservation.class,
+            now_ms,
+            &mut out.round_trips,
+        ) {
+            Ok(r) => out.reports.push(r),
+            Err(e) => {
+                out.degraded = true;
+                log::warn!("quota: store error {e:?} settling {} by {delta}", b.key);
+            }
+        }
+    }
+    out
+}
+
+/// Reads every configured bucket without changing anything (1 get each), for
+/// headers on responses that did not go through [`reserve`].
+pub fn peek<S>(store: &S, config: &QuotaConfig, req: &QuotaRequest<'_>, now_ms: u64) -> StoreOutcome
+where
+    S: SharedStore + ?Sized,
+{
+    let mut out = StoreOutcome::default();
+    for spec in config.buckets(req.prefix, req.tenant, req.model) {
+        let init = BucketState::full(&spec.limit, now_ms);
+        match store::read(store, &spec.key, init, &mut out.round_trips) {
+            Ok(mut st) => {
+                st.refill(&spec.limit, now_ms);
+                let (remaining, reset_ms) = st.view(&spec.limit, now_ms, req.class);
+                out.reports.push(report(&spec, remaining, reset_ms, false));
+            }
+            Err(_) => out.degraded = true,
+        }
+    }
+    out
+}
+
+/// Gives back what a failed reservation already took, newest first, and
+/// refreshes those buckets' reports. Failures only mark the outcome degraded.
+fn refund_all<S>(
+    store: &S,
+    charged: &[ChargedBucket],
+    class: TrafficClass,
+    now_ms: u64,
+    out: &mut ReserveOutcome,
+) where
+    S: SharedStore + ?Sized,
+{
+    for b in charged.iter().rev().filter(|b| b.charged > 0) {
+        let delta = i64::try_from(b.charged).map_or(i64::MIN, |c| -c);
+        match apply_delta(store, b, delta, class, now_ms, &mut out.round_trips) {
+            Ok(fresh) => {
+                if let Some(r) = out
+                    .reports
+                    .iter_mut()
+                    .find(|r| same_bucket(r, &fresh) && !r.denied)
+                {
+                    *r = fresh;
+                }
+            }
+            Err(e) => {
+                out.degraded = true;
+                log::warn!("quota: store error {e:?} refunding {}", b.key);
+            }
+        }
+    }
+}
+
+fn apply_delta<S>(
+    store: &S,
+    b: &ChargedBucket,
+    delta: i64,
+    class: TrafficClass,
+    now_ms: u64,
+    trips: &mut u32,
+) -> Result<BucketReport, StoreError>
+where
+    S: SharedStore + ?Sized,
+{
+    let init = BucketState::full(&b.limit, now_ms);
+    let (remaining, reset_ms) = store::update(store, &b.key, init, trips, |mut st| {
+        bucket::settle(&mut st, delta, now_ms, &b.limit);
+        (Some(st), st.view(&b.limit, now_ms, class))
+    })?;
+    Ok(BucketReport {
+        kind: b.kind,
+        model_scoped: b.model_scoped,
+        limit_per_minute: b.limit.per_minute(),
+        remaining,
+        reset_ms,
+        denied: false,
+    })
+}
+
+fn same_bucket(a: &BucketReport, b: &BucketReport) -> bool {
+    a.kind == b.kind && a.model_scoped == b.model_scoped
+}
+
+fn report(spec: &BucketSpec, remaining: u64, reset_ms: u64, denied: bool) -> BucketReport {
+    BucketReport {
+        kind: spec.kind,
+        model_scoped: spec.model_scoped,
+        limit_per_minute: spec.limit.per_minute(),
+        remaining,
+        reset_ms,
+        denied,
+    }
+}
+
+/// The reserve verdict for a bucket that refused, `None` if it allowed.
+fn refusal(
+    verdict: Verdict,
+    spec: &BucketSpec,
+    cost: u64,
+    class: TrafficClass,
+) -> Option<ReserveVerdict> {
+    let kind = spec.kind;
+    match verdict {
+        Verdict::Allowed => None,
+        Verdict::Denied { retry_after_ms } => Some(ReserveVerdict::Denied {
+            kind,
+            retry_after_ms,
+        }),
+        Verdict::TooLarge => Some(ReserveVerdict::TooLarge {
+            kind,
+            cost,
+            max: max_for_class(spec, class),
+        }),
+    }
+}
+
+/// The largest cost `class` can ever take from this bucket.
+fn max_for_class(spec: &BucketSpec, class: TrafficClass) -> u64 {
+    let full = BucketState::full(&spec.limit, 0);
+    full.view(&spec.limit, 0, class).0
+}
+
+#[cfg(test)]
+#[path = "reserve_tests.rs"]
+mod tests;
