@@ -209,6 +209,11 @@ class Topology:
         stop_process(self.envoy)
         for proc in self.mocks.values():
             stop_process(proc)
+        # Temporary work directories go; logs the caller asked for (log_dir) stay.
+        if not os.environ.get("AI_GW_KEEP_WORKDIR"):
+            import shutil
+
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- helpers ---------------------------------------------------------------------
     @property
