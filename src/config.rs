@@ -368,3 +368,7 @@ fn strip_position(msg: &str) -> String {
         None => msg.to_string(),
     }
 }
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

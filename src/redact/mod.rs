@@ -111,7 +111,7 @@ impl Redactor {
     pub fn from_config(config: &RedactionConfig) -> Result<Redactor, String> {
         if config.fingerprint_salt.is_some() && config.fingerprint_salt_env.is_some() {
             return Err(
-                "redaction: set only one of fingerprint_salt and fingerprint_salt_env".to_owned(),
+                "redaction: set fingerprint_salt or fingerprint_salt_env, not both".to_owned(),
             );
         }
         if let Some(name) = &config.fingerprint_salt_env {
@@ -218,9 +218,7 @@ impl Redactor {
 /// Copies a salt after checking its length; the error names `field` only.
 fn checked_salt(salt: &[u8], field: &str) -> Result<Vec<u8>, String> {
     if salt.len() < MIN_SALT_BYTES {
-        return Err(format!(
-            "{field}: salt must be at least {MIN_SALT_BYTES} bytes"
-        ));
+        return Err(format!("{field}: must be at least {MIN_SALT_BYTES} bytes"));
     }
     Ok(salt.to_vec())
 }

@@ -100,9 +100,7 @@ fn card_at(b: &[u8], start: usize) -> Option<usize> {
             best = Some(i);
         }
         match at(b, i) {
-            Some(c @ (b' ' | b'-'))
-                if sep.is_none_or(|s| s == c) && at_is(b, i + 1, is_digit) =>
-            {
+            Some(c @ (b' ' | b'-')) if sep.is_none_or(|s| s == c) && at_is(b, i + 1, is_digit) => {
                 sep = Some(c);
                 i += 1;
             }
