@@ -304,8 +304,15 @@ impl HttpContext for Http {
         self.timed(|s| s.request_body(body_size, end_of_stream))
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.timed(|s| s.response_headers())
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.timed(|s| {
+            let action = s.response_headers();
+            if end_of_stream {
+                // A response without a body ends here; no body callback follows.
+                s.ex.on_response_chunk(&[], true, abi::now_ms());
+            }
+            action
+        })
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
