@@ -12,6 +12,19 @@ PY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
 
+# Release artifacts (make dist / manifests / image / push; see docs/deploy.md).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+DIST_WASM := dist/ai-gateway-filter-$(VERSION).wasm
+IMAGE ?= registry.example.com/ai-gateway/ai-gateway-filter
+IMAGE_TAG ?= $(VERSION)
+IMAGE_DIGEST_FILE ?= dist/ai-gateway-filter-$(VERSION).image-digest
+WASM_URL ?= https://downloads.example.com/ai-gateway-filter/ai-gateway-filter-$(VERSION).wasm
+MANIFESTS_DIR ?= dist/manifests
+# First of buildah, docker, podman on PATH (override: make image CONTAINER_ENGINE=podman).
+CONTAINER_ENGINE ?= $(firstword $(shell command -v buildah docker podman 2>/dev/null))
+# The committed envoy-demo/envoy.yaml (make envoy-yaml ENVOY_YAML=... renders elsewhere).
+ENVOY_YAML ?= envoy-demo/envoy.yaml
+
 # Demo settings (override on the command line: make demo GATEWAY_PORT=10100 ...).
 GATEWAY_PORT ?= 10000
 ADMIN_PORT ?= 9901
@@ -26,7 +39,7 @@ export GATEWAY_PORT ADMIN_PORT PLUGIN_CONFIG LOG_DIR ENVOY_CONCURRENCY MOCK_BASE
 PYTEST_ARGS ?=
 
 .PHONY: build mock wasm-target deps venv apt-deps test unit lint integration demo dist clean \
-        envoy-yaml bench fuzz
+        envoy-yaml bench fuzz manifests image push bench-deps bench-profile
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -60,7 +73,7 @@ deps: wasm-target venv apt-deps
 # The committed bootstrap for `func-e run -c envoy-demo/envoy.yaml` (defaults, relative paths).
 envoy-yaml:
 	GATEWAY_PORT=10000 ADMIN_PORT=9901 MOCK_BASE_PORT=18001 PLUGIN_CONFIG=filters/demo.json \
-	  LOG_DIR=envoy-demo/logs python3 envoy-demo/render.py -o envoy-demo/envoy.yaml
+	  LOG_DIR=envoy-demo/logs python3 envoy-demo/render.py -o $(ENVOY_YAML)
 
 unit:
 	cargo test --workspace
@@ -79,11 +92,91 @@ test: deps lint unit build mock
 demo: deps build mock
 	$(PY) envoy-demo/run_demo.py
 
+# dist/ai-gateway-filter-<version>.wasm and its SHA-256 (sha256sum -c format).
 dist: build
 	@mkdir -p dist
-	cp $(WASM) dist/ai-gateway-filter.wasm
-	cd dist && sha256sum ai-gateway-filter.wasm > ai-gateway-filter.wasm.sha256
-	@cat dist/ai-gateway-filter.wasm.sha256
+	cp $(WASM) $(DIST_WASM)
+	cd dist && sha256sum $(notdir $(DIST_WASM)) > $(notdir $(DIST_WASM)).sha256
+	@cat $(DIST_WASM).sha256
+
+# Deployable copies of filters/istio and filters/envoy-gateway with the image reference,
+# the .wasm's SHA-256 and (after make push) the image digest filled in.
+manifests: dist
+	python3 filters/stamp_manifests.py --version $(VERSION) --image $(IMAGE) --tag $(IMAGE_TAG) \
+	  --wasm-sha256-file $(DIST_WASM).sha256 --image-digest-file $(IMAGE_DIGEST_FILE) \
+	  --wasm-url $(WASM_URL) --out $(MANIFESTS_DIR)
+
+# The OCI image of the Dockerfile (one layer, /plugin.wasm). Needs buildah, docker (with a
+# running daemon) or podman; not run by make test. buildah/podman build with timestamp 0,
+# so the image digest depends on the .wasm only.
+image: dist
+	@engine='$(CONTAINER_ENGINE)'; \
+	if [ -z "$$engine" ]; then \
+	  echo "make image: no container engine found: install buildah, docker or podman, or set CONTAINER_ENGINE" >&2; exit 1; \
+	fi; \
+	mkdir -p dist/image && cp $(DIST_WASM) dist/image/plugin.wasm; \
+	case "$$(basename "$$engine")" in \
+	  docker) \
+	    "$$engine" info >/dev/null 2>&1 || { echo "make image: $$engine is installed but its daemon is not reachable" >&2; exit 1; }; \
+	    BUILDX_NO_DEFAULT_ATTESTATIONS=1 "$$engine" build -f Dockerfile -t $(IMAGE):$(IMAGE_TAG) dist/image ;; \
+	  buildah|podman) \
+	    "$$engine" build --format oci --timestamp 0 -f Dockerfile -t $(IMAGE):$(IMAGE_TAG) dist/image ;; \
+	  *) echo "make image: unsupported CONTAINER_ENGINE $$engine (buildah, docker or podman)" >&2; exit 1 ;; \
+	esac
+
+# Pushes the image and records IMAGE:TAG@sha256:<manifest digest> in $(IMAGE_DIGEST_FILE)
+# for make manifests. Layers are pushed gzip-compressed (Istio and Envoy Gateway do not
+# read zstd) as a single image manifest, not an index.
+push: image
+	@engine='$(CONTAINER_ENGINE)'; set -o pipefail; \
+	case "$$(basename "$$engine")" in \
+	  docker) \
+	    "$$engine" push $(IMAGE):$(IMAGE_TAG) | tee dist/push.log; \
+	    digest=$$(grep -o 'digest: sha256:[0-9a-f]\{64\}' dist/push.log | tail -n 1 | cut -d: -f3) ;; \
+	  *) \
+	    "$$engine" push --compression-format gzip --digestfile dist/push.digest \
+	      $(IMAGE):$(IMAGE_TAG) docker://$(IMAGE):$(IMAGE_TAG); \
+	    digest=$$(sed 's/^sha256://' dist/push.digest) ;; \
+	esac; \
+	[ -n "$$digest" ] || { echo "make push: could not read the pushed digest" >&2; exit 1; }; \
+	echo "$(IMAGE):$(IMAGE_TAG)@sha256:$$digest" > $(IMAGE_DIGEST_FILE); \
+	echo "pushed $$(cat $(IMAGE_DIGEST_FILE))"
+
+# --- Benchmarks and fuzzing (issue 8) ------------------------------------------------
+# make bench: Envoy with vs. without the filter (bench/results.md, bench/latency_vs_body.png).
+# BENCH_ARGS is passed to bench/run_bench.py (e.g. BENCH_ARGS=--quick for a smoke run).
+BENCH_ARGS ?=
+# make fuzz: every cargo-fuzz target for FUZZ_SECONDS each (FUZZ_TARGETS narrows the list).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+
+# wrk (Debian) drives the load; valgrind and perf profile it (optional: skipped if absent).
+bench-deps: venv
+	@if ! command -v wrk >/dev/null; then \
+	  echo "installing Debian packages: wrk"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
+	    || { echo "apt-get install wrk failed (run as root or install it)"; exit 1; }; \
+	fi
+	@command -v valgrind >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null \
+	  || echo "valgrind unavailable: the callgrind profile will be skipped"
+	@command -v perf >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null \
+	  || echo "perf unavailable: the perf profile will be skipped"
+
+$(VENV)/.bench-stamp: bench/requirements.txt $(VENV)/.stamp
+	$(VENV)/bin/pip install -q -r bench/requirements.txt
+	touch $@
+
+# Native driver of the core for the callgrind profile (own workspace, own target dir).
+bench-profile:
+	cd bench/profile && CARGO_TARGET_DIR=$(CURDIR)/target/bench-profile cargo build --release -q
+
+bench: bench-deps $(VENV)/.bench-stamp build mock bench-profile
+	$(PY) bench/run_bench.py $(BENCH_ARGS)
+
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || { echo "make fuzz needs the nightly toolchain (rustup toolchain install nightly)"; exit 1; }
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS)
 
 clean:
 	cargo clean

@@ -80,10 +80,14 @@ def stop_process(proc, timeout=5.0):
 class Topology:
     """Mock backends + Envoy. Use as a context manager; everything started is stopped."""
 
+    # Level of the filter's own log lines in Envoy's log (the canary test raises it to
+    # `debug`, so every line the filter can write is checked for secrets).
+    wasm_log_level = "info"
+
     def __init__(self, plugin_config=None, plugin_config_file=None, concurrency=1,
                  gateway_port=None, admin_port=None, mock_base_port=None, log_dir=None,
                  with_filter=True, mock_args=None, jwt_jwks=None, failure_policy="FAIL_CLOSED",
-                 env=None, quiet=True):
+                 env=None, quiet=True, lds=False):
         self.plugin_config = plugin_config
         self.plugin_config_file = plugin_config_file or os.path.join(ROOT, "filters", "demo.json")
         self.concurrency = concurrency
@@ -101,6 +105,9 @@ class Topology:
         self.mocks = {}
         self.envoy = None
         self.config_path = os.path.join(self.workdir, "envoy.yaml")
+        # lds=True: the listener comes from a watched file (render.py --lds-dir), so a new
+        # plugin configuration can be pushed to the running Envoy (push_plugin_config).
+        self.lds_dir = os.path.join(self.workdir, "lds") if lds else None
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self):
@@ -150,7 +157,15 @@ class Topology:
             args += ["--jwt-jwks", self.jwt_jwks]
         if not self.with_filter:
             args.append("--no-filter")
+        if self.lds_dir:
+            args += ["--lds-dir", self.lds_dir]
         render.main(args)
+
+    def push_plugin_config(self, plugin_config):
+        """Replace the listener (LDS mode only) with one carrying this plugin configuration."""
+        if not self.lds_dir:
+            raise LaunchError("push_plugin_config needs Topology(lds=True)")
+        self.render(plugin_config=plugin_config)
 
     def start_mock(self, name, port):
         extra = self.mock_args.get(name, []) + self.mock_args.get("*", [])
@@ -172,7 +187,7 @@ class Topology:
             "--use-dynamic-base-id",
             "--file-flush-interval-msec", "50",
             "--log-level", "warn",
-            "--component-log-level", "wasm:info",
+            "--component-log-level", f"wasm:{self.wasm_log_level}",
         ]
         env = dict(os.environ)
         env.update(self.env)

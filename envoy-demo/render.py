@@ -9,6 +9,13 @@ uses the defaults and paths relative to the repository root (for `func-e run -c`
         [--mock-base-port 18001] [--plugin-config filters/demo.json]
         [--wasm target/wasm32-wasip1/release/ai_gateway_filter.wasm]
         [--log-dir envoy-demo/logs] [--no-filter] [--jwt-jwks FILE] [-o OUT]
+        [--lds-dir DIR]
+
+With --lds-dir the gateway listener is not in the bootstrap: it is written to
+DIR/listeners.yaml (atomically, by rename) and Envoy loads it through file-based LDS,
+watching DIR. Rendering again with another plugin configuration pushes it to a running
+Envoy, which is how the fault tests push a bad configuration. The default output is
+unchanged.
 """
 import argparse
 import json
@@ -92,29 +99,66 @@ def clusters(base_port):
     return indent(out, 4)
 
 
-def jwt_filter(jwks_path):
-    if not jwks_path:
+def jwt_payload_header(plugin_json):
+    """The header the filter reads verified JWT claims from, or None without identity.jwt."""
+    try:
+        cfg = json.loads(plugin_json)
+        if isinstance(cfg, str):  # a JSON string holding the JSON, as Istio may pass it
+            cfg = json.loads(cfg)
+        jwt = (cfg.get("identity") or {}).get("jwt")
+    except (ValueError, AttributeError):
+        return None
+    if jwt is None:
+        return None
+    return jwt.get("payload_header", "x-jwt-payload")
+
+
+def jwt_filter(jwks_path, plugin_json="{}"):
+    """jwt_authn (with a local JWKS) in front of the Wasm filter, and before it a filter
+    that removes any client-supplied copy of the payload header.
+
+    - The filter trusts the payload header as verified claims. jwt_authn itself drops a
+      client copy, but only on requests one of its rules covers; the header_mutation step
+      removes it on every request, whatever the rules say. It is emitted whenever the
+      plugin configuration reads a JWT payload, even without a JWKS (then no JWT identity
+      can be forged, and none works).
+    - `allow_missing_or_failed`: jwt_authn never answers by itself. A request without a
+      valid JWT reaches the Wasm filter with no payload header, which then authenticates
+      it by API key or refuses it (401, OpenAI-shaped, audited), so an API key in
+      `Authorization: Bearer` still works next to JWTs and every refusal has its record.
+    - `forward: false` (the default): the verified token is removed from the request.
+    """
+    header = jwt_payload_header(plugin_json)
+    if jwks_path and header is None:
+        header = "x-jwt-payload"
+    if header is None:
         return ""
-    # Envoy verifies the token; the filter only reads the verified payload it forwards.
     lines = [
-        "- name: envoy.filters.http.jwt_authn",
+        "- name: envoy.filters.http.header_mutation",
         "  typed_config:",
-        '    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication',
-        "    providers:",
-        "      demo:",
-        "        issuer: https://issuer.ai.example.com",
-        "        audiences: [ai-gateway]",
-        f"        local_jwks: {{ filename: {yaml_str(jwks_path)} }}",
-        "        forward_payload_header: x-jwt-payload",
-        "        pad_forward_payload_header: false",
-        "    rules:",
-        "      - match: { prefix: / }",
-        "        requires:",
-        "          requires_any:",
-        "            requirements:",
-        "              - provider_name: demo",
-        "              - allow_missing: {}",
+        '    "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation',
+        "    mutations:",
+        "      request_mutations:",
+        f"        - remove: {yaml_str(header)}",
     ]
+    if jwks_path:
+        # Envoy verifies the token; the filter only reads the verified payload it forwards.
+        lines += [
+            "- name: envoy.filters.http.jwt_authn",
+            "  typed_config:",
+            '    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication',
+            "    providers:",
+            "      demo:",
+            "        issuer: https://issuer.ai.example.com",
+            "        audiences: [ai-gateway]",
+            f"        local_jwks: {{ filename: {yaml_str(jwks_path)} }}",
+            f"        forward_payload_header: {yaml_str(header)}",
+            "        pad_forward_payload_header: false",
+            "    rules:",
+            "      - match: { prefix: / }",
+            "        requires:",
+            "          allow_missing_or_failed: {}",
+        ]
     return indent(lines, 18)
 
 
@@ -131,7 +175,7 @@ def render(args):
         "GATEWAY_PORT": str(args.gateway_port),
         "STATS_TAGS": stats_tags(),
         "ACCESS_LOGS": access_logs(args.log_dir),
-        "JWT_FILTER": jwt_filter(args.jwt_jwks),
+        "JWT_FILTER": jwt_filter(args.jwt_jwks, plugin),
         "FAILURE_POLICY": args.failure_policy,
         "WASM_PATH": yaml_str(args.wasm),
         "PLUGIN_CONFIG": yaml_str(plugin),
@@ -159,6 +203,41 @@ def strip_wasm_filter(text):
     return "\n".join(out)
 
 
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+
+
+def split_lds(text, lds_dir):
+    """(bootstrap with file-based LDS, listener resource file) from a static bootstrap."""
+    head, sep, rest = text.partition("  listeners:\n")
+    block, sep2, tail = rest.partition("\n  clusters:\n")
+    if not sep or not sep2:
+        raise SystemExit("render: template layout changed; cannot split the listener out")
+    lines = [l[4:] if l.startswith("    ") else l for l in block.split("\n")]
+    first = lines[0]  # "- name: gateway"
+    listener = "\n".join(["resources:", first, f'  "@type": {LISTENER_TYPE}'] + lines[1:]) + "\n"
+    path = os.path.join(lds_dir, "listeners.yaml")
+    dynamic = "\n".join([
+        "node: { id: ai-gateway, cluster: ai-gateway }  # required by xDS, even from files",
+        "dynamic_resources:",
+        "  lds_config:",
+        "    resource_api_version: V3",
+        "    path_config_source:",
+        f"      path: {yaml_str(path)}",
+        f"      watched_directory: {{ path: {yaml_str(lds_dir)} }}",
+        "",
+    ])
+    bootstrap = head.replace("static_resources:\n", dynamic + "\nstatic_resources:\n") + "  clusters:\n" + tail
+    return bootstrap, listener
+
+
+def write_atomic(path, text):
+    """Write then rename, so a watcher never reads a half-written file."""
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", 10000)))
@@ -171,9 +250,14 @@ def main(argv=None):
     p.add_argument("--failure-policy", default="FAIL_CLOSED")
     p.add_argument("--jwt-jwks", default=None)
     p.add_argument("--no-filter", action="store_true")
+    p.add_argument("--lds-dir", default=None, help="serve the listener via file-based LDS from DIR")
     p.add_argument("-o", "--output", default="-")
     args = p.parse_args(argv)
     text = render(args)
+    if args.lds_dir:
+        os.makedirs(args.lds_dir, exist_ok=True)
+        text, listener = split_lds(text, os.path.abspath(args.lds_dir))
+        write_atomic(os.path.join(args.lds_dir, "listeners.yaml"), listener)
     if args.output == "-":
         sys.stdout.write(text)
     else:

@@ -38,11 +38,17 @@ fn minimal_config_gets_defaults() {
     assert_eq!(cfg.shared_data_prefix, "ai-gateway-filter");
     assert_eq!(cfg.routes.len(), 5);
     // Longest prefix first, so the most specific route matches first.
-    assert!(cfg.routes.windows(2).all(|w| w[0].prefix.len() >= w[1].prefix.len()));
+    assert!(cfg
+        .routes
+        .windows(2)
+        .all(|w| w[0].prefix.len() >= w[1].prefix.len()));
     assert_eq!(cfg.limits.max_request_body_bytes, 4 * 1024 * 1024);
     assert_eq!(cfg.quota_failure_mode, FailureMode::Open);
     assert!(cfg.routing.hold_headers_for_body);
-    assert_eq!(cfg.tenants[0].hosts, vec!["tenant-a.ai.example.com".to_string()]);
+    assert_eq!(
+        cfg.tenants[0].hosts,
+        vec!["tenant-a.ai.example.com".to_string()]
+    );
     assert_eq!(cfg.keys.len(), 1);
     assert!(cfg.fingerprint_salt.is_none());
 }
@@ -58,7 +64,10 @@ fn istio_json_string_is_accepted() {
 fn errors_name_the_field() {
     let cases: Vec<(serde_json::Value, &str)> = vec![
         (serde_json::json!({}), "missing field `tenants`"),
-        (serde_json::json!({"tenants": []}), "tenants: at least one tenant"),
+        (
+            serde_json::json!({"tenants": []}),
+            "tenants: at least one tenant",
+        ),
         (
             {
                 let mut v = base();
@@ -189,7 +198,8 @@ fn duplicates_are_refused() {
     t["name"] = "tenant-b".into();
     t["api_keys"] = serde_json::json!([]);
     v["tenants"].as_array_mut().unwrap().push(t);
-    assert!(err(&v).contains("tenants[1].hosts[0]: hostname \"tenant-a.ai.example.com\" is already bound"));
+    assert!(err(&v)
+        .contains("tenants[1].hosts[0]: hostname \"tenant-a.ai.example.com\" is already bound"));
 }
 
 #[test]
@@ -198,7 +208,10 @@ fn salt_from_environment() {
     v["redaction"] = serde_json::json!({"fingerprint_salt_env": "SALT"});
     let env = |k: &str| (k == "SALT").then(|| "0123456789abcdef-salt".to_string());
     let cfg = Config::parse(v.to_string().as_bytes(), &env).unwrap();
-    assert_eq!(cfg.fingerprint_salt.as_deref(), Some(&b"0123456789abcdef-salt"[..]));
+    assert_eq!(
+        cfg.fingerprint_salt.as_deref(),
+        Some(&b"0123456789abcdef-salt"[..])
+    );
     // Errors never echo the salt.
     let mut v = base();
     v["redaction"] = serde_json::json!({"fingerprint_salt": "s3cret-but-short"[..6].to_string()});
@@ -208,7 +221,9 @@ fn salt_from_environment() {
 #[test]
 fn empty_and_garbage_inputs() {
     assert!(Config::parse(b"", &env_none).unwrap_err().contains("empty"));
-    assert!(Config::parse(b"   ", &env_none).unwrap_err().contains("empty"));
+    assert!(Config::parse(b"   ", &env_none)
+        .unwrap_err()
+        .contains("empty"));
     assert!(Config::parse(b"[1,2]", &env_none).is_err());
     assert!(Config::parse(b"{\"tenants\": ", &env_none).is_err());
     assert!(Config::parse(&[0xff, 0xfe], &env_none).is_err());
@@ -225,8 +240,14 @@ fn demo_configuration_is_valid() {
 #[test]
 fn host_normalization() {
     use crate::config_validate::normalize_host;
-    assert_eq!(normalize_host("Tenant-A.ai.example.com:8443"), "tenant-a.ai.example.com");
-    assert_eq!(normalize_host("tenant-a.ai.example.com."), "tenant-a.ai.example.com");
+    assert_eq!(
+        normalize_host("Tenant-A.ai.example.com:8443"),
+        "tenant-a.ai.example.com"
+    );
+    assert_eq!(
+        normalize_host("tenant-a.ai.example.com."),
+        "tenant-a.ai.example.com"
+    );
     assert_eq!(normalize_host("[::1]:80"), "[::1]");
     assert_eq!(normalize_host("[::1]"), "[::1]");
     assert_eq!(normalize_host(""), "");

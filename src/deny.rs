@@ -76,6 +76,24 @@ impl Denial {
         };
         Denial::new(403, "model_forbidden", "permission_error", msg)
     }
+    /// Audit-only: another filter or Envoy itself answered before this filter saw the
+    /// request (no reply is sent from here; the record carries Envoy's status).
+    pub fn answered_before_filter() -> Denial {
+        Denial::new(
+            403,
+            "answered_before_filter",
+            "permission_error",
+            "The request was answered before the gateway filter.",
+        )
+    }
+    pub fn route_not_found() -> Denial {
+        Denial::new(
+            404,
+            "route_not_found",
+            "invalid_request_error",
+            "Unknown API route.",
+        )
+    }
     pub fn invalid_path() -> Denial {
         Denial::new(
             400,

@@ -95,6 +95,8 @@ pub struct Exchange {
     /// Whether the upstream ended the response cleanly (end of stream seen).
     pub response_complete: bool,
     pub finished: bool,
+    /// The request headers reached this filter (false when a filter before it answered).
+    pub headers_seen: bool,
 }
 
 impl Exchange {
@@ -122,6 +124,7 @@ impl Exchange {
             scan: ResponseScan::None,
             response_complete: false,
             finished: false,
+            headers_seen: false,
         }
     }
 
@@ -139,8 +142,8 @@ impl Exchange {
         cfg.routes.get(self.route?).map(|r| r.prefix.as_str())
     }
 
-    /// Identity, host binding, route authorization and the body-size check from headers.
-    pub fn on_request_headers(&mut self, cfg: &Config, head: &RequestHead) -> HeadersAction {
+    /// What identifies the request in the records: request id, hostname, route.
+    fn note_request(&mut self, cfg: &Config, head: &RequestHead) {
         self.request_id = head.request_id.map(|r| sanitize(r, 128));
         if !head.authority.is_empty() {
             self.hostname = Some(sanitize(
@@ -149,6 +152,20 @@ impl Exchange {
             ));
         }
         self.route = route::match_route(cfg, head.path);
+    }
+
+    /// `on_log` for a request whose headers never reached this filter: a filter before it
+    /// (say `jwt_authn` refusing a token) or Envoy answered. It was not let through, so
+    /// its one audit record is a denial, with what the request headers still tell.
+    pub fn on_unseen_request(&mut self, cfg: &Config, head: &RequestHead) {
+        self.note_request(cfg, head);
+        self.denial = Some(Denial::answered_before_filter());
+    }
+
+    /// Identity, host binding, route authorization and the body-size check from headers.
+    pub fn on_request_headers(&mut self, cfg: &Config, head: &RequestHead) -> HeadersAction {
+        self.headers_seen = true;
+        self.note_request(cfg, head);
         if let Some(r) = self.route.and_then(|i| cfg.routes.get(i)) {
             self.api = r.api;
             self.traffic_class = Some(r.traffic_class);
@@ -169,6 +186,11 @@ impl Exchange {
         identity::check_host(cfg, &id, head.authority)?;
         if !route::is_canonical(head.path) {
             return Err(Denial::invalid_path());
+        }
+        // Deny by default: a path outside the configured routes would reach a backend
+        // without body checks, model authorization or a token reservation.
+        if self.route.is_none() {
+            return Err(Denial::route_not_found());
         }
         let tenant = cfg
             .tenant(id.tenant)
@@ -240,7 +262,17 @@ impl Exchange {
         self.model = Some(sanitize(&parsed.model, 128));
         self.stream = Some(parsed.stream);
         self.estimated_prompt_tokens = Some(parsed.estimated_prompt_tokens);
-        self.max_completion_tokens = parsed.max_completion_tokens();
+        // The reservation covers every choice: `n` completions of up to the limit each
+        // (the upstream bills all of them, so `n` must not slip past the token quota).
+        self.max_completion_tokens = match parsed.n.filter(|n| *n > 1) {
+            Some(n) => Some(
+                parsed
+                    .max_completion_tokens()
+                    .unwrap_or(cfg.limits.default_completion_tokens)
+                    .saturating_mul(n),
+            ),
+            None => parsed.max_completion_tokens(),
+        };
         self.traffic_class = Some(classify(self.traffic_class, &parsed));
         self.fingerprint(cfg, &parsed);
 
@@ -278,7 +310,7 @@ impl Exchange {
                 .set_headers
                 .push((header::ENVOY_MAX_RETRIES, "0".to_string()));
             if !parsed.include_usage && matches!(api, Api::ChatCompletions | Api::Completions) {
-                decision.new_body = request::with_include_usage(body);
+                decision.new_body = request::with_include_usage_parsed(body, &parsed);
                 if let Some(b) = &decision.new_body {
                     decision
                         .set_headers
@@ -353,7 +385,10 @@ impl Exchange {
     }
 
     /// Usage as reported by the upstream, or estimated, and whether it was estimated.
-    /// `None` when nothing is known (denied, or no body understood).
+    /// `None` when nothing is known (denied, or no body understood), and when the upstream
+    /// answered with an error status and reported no usage: a refused or failed request
+    /// consumed nothing billable, so the record shows no tokens and no cost (and the quota
+    /// refunds the reservation) instead of charging the prompt estimate.
     pub fn usage(&self) -> Option<(Usage, bool)> {
         let reported = match &self.scan {
             ResponseScan::Sse(s) => s.summary().usage,
@@ -362,6 +397,12 @@ impl Exchange {
         };
         if let Some(u) = reported {
             return Some((u, false));
+        }
+        if !self
+            .response_status
+            .is_some_and(|s| (200..300).contains(&s))
+        {
+            return None;
         }
         let prompt = self.estimated_prompt_tokens?;
         let completion = match &self.scan {
@@ -395,7 +436,10 @@ impl Exchange {
         let tenant = self.tenant_name(cfg).map(str::to_string);
         let route = self.route_prefix(cfg).map(str::to_string);
         // A local reply (denial) names no backend even though Envoy had picked a route.
-        let forwarded = self.denial.is_none();
+        // Only a request the filter released names a backend: a local reply, or a request
+        // that ended before it was forwarded (client abort mid-body), names none even though
+        // Envoy had already picked a route.
+        let forwarded = self.denial.is_none() && self.upstream_start_ms.is_some();
         let model_route = end
             .cluster
             .filter(|_| forwarded)
@@ -481,3 +525,7 @@ pub fn model_route_from_cluster(cluster: &str) -> String {
     };
     sanitize(name, 128)
 }
+
+#[cfg(test)]
+#[path = "exchange_tests.rs"]
+mod tests;

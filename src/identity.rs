@@ -11,6 +11,19 @@
 //! the first source in the order above gives the subject. Several API-key headers (or
 //! repeated ones) must all carry the same key. Anything else is refused, so no header
 //! trick can select a different identity than the credentials prove.
+//!
+//! Details of the rule (each is a unit test in `identity_tests.rs`):
+//! - header names match case-insensitively; values are trimmed of surrounding whitespace;
+//! - `Authorization` must be `Bearer <token>` (scheme in any case, one token without inner
+//!   whitespace); another scheme, an empty value or two comma-joined values is
+//!   `invalid_credentials`, never ignored;
+//! - an empty `x-api-key` / `api-key` is `invalid_credentials`;
+//! - a JWT-shaped bearer token is skipped only when a verified JWT payload is present (it
+//!   is that token, forwarded by `jwt_authn` with `forward: true`);
+//! - the JWT payload header is read only when `identity.jwt` is configured, and must occur
+//!   once; the bootstrap must make sure only `jwt_authn` can set it (see docs/identity.md);
+//! - a peer certificate SAN that no tenant lists is not a credential (neither grants nor
+//!   denies): the mesh may present workload identities of other proxies.
 
 use base64::Engine;
 
@@ -19,6 +32,7 @@ use crate::config_validate::normalize_host;
 use crate::contract::header;
 use crate::deny::Denial;
 use crate::digest::sha256;
+use crate::record::sanitize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -67,7 +81,27 @@ fn bearer_token(value: &str) -> Result<&str, ()> {
     Ok(token)
 }
 
-/// What one source says: nothing presented, a valid identity, or a refusal.
+/// True for a compact JWS (`header.payload.signature`, base64url segments): the shape of
+/// a token `jwt_authn` verifies, never of an API key this filter looks up.
+fn looks_like_jwt(token: &str) -> bool {
+    let mut parts = 0;
+    for seg in token.split('.') {
+        parts += 1;
+        if seg.is_empty()
+            || !seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return false;
+        }
+    }
+    parts == 3
+}
+
+/// Longest subject taken from a JWT claim; longer values are cut.
+const MAX_SUBJECT: usize = 128;
+
+/// What one source says: nothing presented, or a valid identity (refusals are `Err`).
 enum Found {
     Nothing,
     Valid(Identity),
@@ -111,10 +145,12 @@ fn from_jwt(cfg: &Config, headers: &[(String, String)]) -> Result<Found, Denial>
         .jwt_claims
         .get(tenant_claim)
         .ok_or_else(Denial::invalid_credentials)?;
+    // The subject goes into a request header and the audit log: printable ASCII, bounded.
     let subject = claims
         .get(&jwt.subject_claim)
         .and_then(|v| v.as_str())
-        .map(|s| format!("jwt:{s}"))
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("jwt:{}", sanitize(s, MAX_SUBJECT)))
         .unwrap_or_else(|| "jwt:unknown".to_string());
     Ok(Found::Valid(Identity {
         tenant,
@@ -123,10 +159,13 @@ fn from_jwt(cfg: &Config, headers: &[(String, String)]) -> Result<Found, Denial>
     }))
 }
 
+/// API keys from every credential header. `jwt_verified`: a verified JWT payload was
+/// found, so a JWT-shaped bearer token is that token (when `jwt_authn` runs with
+/// `forward: true`) and not an API key. Any other `Authorization` value still counts.
 fn from_api_key<'h>(
     cfg: &Config,
     headers: &'h [(String, String)],
-    authorization_is_jwt: bool,
+    jwt_verified: bool,
 ) -> Result<Found, Denial> {
     let mut key: Option<&str> = None;
     let mut offer = |candidate: &'h str| -> Result<(), Denial> {
@@ -142,11 +181,12 @@ fn from_api_key<'h>(
             }
         }
     };
-    if !authorization_is_jwt {
-        for v in values(headers, header::AUTHORIZATION) {
-            let token = bearer_token(v).map_err(|_| Denial::invalid_credentials())?;
-            offer(token)?;
+    for v in values(headers, header::AUTHORIZATION) {
+        let token = bearer_token(v).map_err(|_| Denial::invalid_credentials())?;
+        if jwt_verified && looks_like_jwt(token) {
+            continue;
         }
+        offer(token)?;
     }
     for v in values(headers, header::X_API_KEY).chain(values(headers, header::AZURE_API_KEY)) {
         offer(v)?;
@@ -173,9 +213,9 @@ pub fn identify(
 ) -> Result<Identity, Denial> {
     let mtls = from_mtls(cfg, peer_uri_san);
     let jwt = from_jwt(cfg, headers)?;
-    // With jwt_authn in front, `Authorization` carries the JWT itself, not an API key.
-    let jwt_used = matches!(jwt, Found::Valid(_));
-    let key = from_api_key(cfg, headers, jwt_used)?;
+    // With jwt_authn in front, `Authorization` may carry the JWT itself, not an API key.
+    let jwt_verified = matches!(jwt, Found::Valid(_));
+    let key = from_api_key(cfg, headers, jwt_verified)?;
 
     let mut chosen: Option<Identity> = None;
     for found in [mtls, jwt, key] {
@@ -196,17 +236,25 @@ pub fn identify(
 /// to one tenant refuses every other tenant's credentials.
 pub fn check_host(cfg: &Config, identity: &Identity, authority: &str) -> Result<(), Denial> {
     let host = normalize_host(authority);
-    if let Some(owner) = cfg.host_owner.get(&host) {
-        if *owner != identity.tenant {
-            return Err(Denial::host_mismatch());
-        }
-    }
     let bound = cfg
         .tenant(identity.tenant)
         .map(|t| t.hosts.as_slice())
         .unwrap_or_default();
-    if !bound.is_empty() && !bound.contains(&host) {
-        return Err(Denial::host_mismatch());
+    if !bound.is_empty() {
+        // A hostname is bound to at most one tenant (checked when the configuration is
+        // loaded), so a bound tenant needs only its own short list.
+        return if bound.contains(&host) {
+            Ok(())
+        } else {
+            Err(Denial::host_mismatch())
+        };
     }
-    Ok(())
+    match cfg.host_owner.get(&host) {
+        Some(owner) if *owner != identity.tenant => Err(Denial::host_mismatch()),
+        _ => Ok(()),
+    }
 }
+
+#[cfg(test)]
+#[path = "identity_tests.rs"]
+mod tests;

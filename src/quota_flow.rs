@@ -130,7 +130,9 @@ impl QuotaState {
     }
 
     /// Settle the reservation against what the request really used and return the settled
-    /// token count (for `wasm.ai.tokens_total`). A failed upstream refunds everything.
+    /// token count (for `wasm.ai.tokens_total`): the reported usage; else, for a response
+    /// that started (2xx/3xx, possibly cut short), the estimate of what was streamed; else
+    /// (an upstream error status without usage, or no response at all) 0, a full refund.
     pub fn settle(
         &mut self,
         ex: &Exchange,
@@ -140,7 +142,7 @@ impl QuotaState {
         served: bool,
     ) -> u64 {
         let usage = if served { ex.usage() } else { None };
-        let failed = !served || status.is_none_or(|s| s >= 500);
+        let failed = !served || status.is_none_or(|s| s >= 400);
         let actual = match usage {
             Some((u, estimated)) if !(failed && estimated) => u.total_tokens,
             _ => 0,
@@ -153,3 +155,7 @@ impl QuotaState {
         actual
     }
 }
+
+#[cfg(test)]
+#[path = "quota_flow_tests.rs"]
+mod tests;

@@ -46,6 +46,10 @@ impl Http {
     /// Refuse with an OpenAI-shaped body. The response callbacks and `on_log` still run.
     fn reply(&mut self, d: &Denial, extra: &[(&'static str, String)]) -> Action {
         self.local_reply = true;
+        // Every refusal is a denial in the audit record, including the host-level ones.
+        if self.ex.denial.is_none() {
+            self.ex.denial = Some(d.clone());
+        }
         let body = d.body();
         let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
         if d.status == 401 {
@@ -226,6 +230,26 @@ impl Http {
             return;
         }
         self.ex.finished = true;
+        if !self.ex.headers_seen {
+            // A filter before this one (or Envoy) answered: still exactly one record.
+            let headers = abi::get_headers(REQUEST_HEADERS).unwrap_or_default();
+            let get = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n.as_str() == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let head = RequestHead {
+                headers: &[],
+                authority: get(":authority").unwrap_or(""),
+                path: get(":path").unwrap_or(""),
+                method: get(":method").unwrap_or(""),
+                request_id: get(header::REQUEST_ID),
+                peer_uri_san: None,
+                has_body: false,
+            };
+            self.ex.on_unseen_request(&cfg, &head);
+        }
         let cluster = abi::get_property_string(&["xds", "cluster_name"]);
         let upstream = abi::get_property_string(&["upstream", "address"]);
         let status =

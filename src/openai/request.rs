@@ -11,7 +11,7 @@ use serde::de::DeserializeSeed;
 
 use super::request_de::{Ctx, Failure, FieldSpec, RawRequest, RequestSeed, F_MODEL};
 
-pub use super::include_usage::with_include_usage;
+pub use super::include_usage::{with_include_usage, with_include_usage_parsed};
 
 /// Which endpoint a body was sent to; decides which fields are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

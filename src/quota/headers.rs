@@ -1,8 +1,9 @@
 //! OpenAI-compatible rate-limit response headers.
 //!
 //! OpenAI sends `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` with
-//! the limit per minute, the remaining count, and the time until the bucket
-//! is back to its initial (full) state as a Go-style duration (`1s`, `6m0s`,
+//! the maximum permitted before the limit is exhausted (here: the bucket's
+//! capacity for the request's traffic class), the remaining count, and the
+//! time until the bucket is back to its initial (full) state as a Go-style duration (`1s`, `6m0s`,
 //! `20ms`, `1m30.5s`). On a 429 we add `retry-after` (whole seconds, rounded
 //! up, at least 1) and `retry-after-ms`.
 
@@ -49,7 +50,7 @@ pub fn headers_for(
         let Some(r) = binding(reports, kind) else {
             continue;
         };
-        out.push((limit, r.limit_per_minute.to_string()));
+        out.push((limit, r.limit.to_string()));
         out.push((remaining, r.remaining.to_string()));
         out.push((reset, format_duration(r.reset_ms)));
     }

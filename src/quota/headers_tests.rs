@@ -5,7 +5,7 @@ fn rep(kind: BucketKind, remaining: u64, reset_ms: u64, denied: bool) -> BucketR
     BucketReport {
         kind,
         model_scoped: false,
-        limit_per_minute: 60,
+        limit: 60,
         remaining,
         reset_ms,
         denied,
@@ -130,7 +130,7 @@ fn no_retry_after_unless_rate_limited() {
 fn tightest_or_denying_bucket_wins() {
     let mut model = rep(BucketKind::Tokens, 5, 2_000, false);
     model.model_scoped = true;
-    model.limit_per_minute = 10;
+    model.limit = 10;
     let tenant = rep(BucketKind::Tokens, 500, 9_000, false);
     let h = headers_for(&[tenant, model], None);
     assert_eq!(h[0], ("x-ratelimit-limit-tokens", "10".to_owned()));

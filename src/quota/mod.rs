@@ -19,7 +19,7 @@ pub mod reserve;
 pub mod store;
 
 #[cfg(test)]
-mod test_stores;
+pub(crate) mod test_stores;
 
 pub use bucket::{
     settle as settle_bucket, try_take, BucketState, Decision, Limit, TrafficClass, Verdict,

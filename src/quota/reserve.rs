@@ -61,8 +61,12 @@ pub enum ReserveVerdict {
 pub struct BucketReport {
     pub kind: BucketKind,
     pub model_scoped: bool,
-    /// Refill per minute (OpenAI's `x-ratelimit-limit-*` is the per-minute limit).
-    pub limit_per_minute: u64,
+    /// What this request's class can take from a full bucket: the burst, less the
+    /// interactive reserve for batch traffic. OpenAI defines `x-ratelimit-limit-*` as
+    /// "the maximum permitted before exhausting the rate limit"; using the capacity (not
+    /// the refill rate) keeps `remaining <= limit` and makes `reset` the time until
+    /// `remaining == limit`, even when burst and per-minute rate differ.
+    pub limit: u64,
     /// Whole units this request's class can still take (never negative).
     pub remaining: u64,
     /// Milliseconds until the bucket is full again.
@@ -118,7 +122,9 @@ pub struct StoreOutcome {
 
 /// Reserves 1 request and `estimated_tokens` tokens in every configured
 /// bucket, or none of them. Round trips: 2 per bucket charged (get + set),
-/// 1 for the denying bucket, 2 per refund; +2 the first time a key is used.
+/// 1 for the denying bucket or a zero-cost token bucket, 2 per refund, 1 per
+/// bucket after the denying one (read for the headers); +2 the first time a
+/// key is used; +2 per CAS retry under contention.
 pub fn reserve<S>(
     store: &S,
     config: &QuotaConfig,
@@ -137,7 +143,7 @@ where
         round_trips: 0,
     };
     let mut charged: Vec<ChargedBucket> = Vec::with_capacity(specs.len());
-    for spec in &specs {
+    for (i, spec) in specs.iter().enumerate() {
         let cost = match spec.kind {
             BucketKind::Requests => 1,
             BucketKind::Tokens => req.estimated_tokens,
@@ -145,13 +151,28 @@ where
         let init = BucketState::full(&spec.limit, now_ms);
         let result = store::update(store, &spec.key, init, &mut out.round_trips, |mut st| {
             let d = bucket::try_take(&mut st, cost, now_ms, &spec.limit, req.class);
+            if cost == 0 {
+                // Nothing to take (a body-less request's token bucket): report the
+                // level, never refuse for a debt this request does not add to, and
+                // skip the write (refill is recomputed from the timestamp anyway).
+                let d = bucket::Decision {
+                    verdict: Verdict::Allowed,
+                    ..d
+                };
+                return (None, d);
+            }
             (d.allowed().then_some(st), d)
         });
         // (verdict that ends the reservation, units actually taken here)
         let (denial, taken) = match result {
             Ok(d) => {
-                out.reports
-                    .push(report(spec, d.remaining, d.reset_ms, !d.allowed()));
+                out.reports.push(report(
+                    spec,
+                    req.class,
+                    d.remaining,
+                    d.reset_ms,
+                    !d.allowed(),
+                ));
                 let denial = refusal(d.verdict, spec, cost, req.class);
                 (denial, if d.allowed() { cost } else { 0 })
             }
@@ -170,6 +191,17 @@ where
         };
         if let Some(verdict) = denial {
             refund_all(store, &charged, req.class, now_ms, &mut out);
+            if verdict != ReserveVerdict::StoreUnavailable {
+                // A refusal carries the same x-ratelimit-* headers as an allowed
+                // response: read (1 get each) the buckets this request never reached.
+                peek_into(
+                    store,
+                    specs.get(i + 1..).unwrap_or(&[]),
+                    req.class,
+                    now_ms,
+                    &mut out,
+                );
+            }
             out.verdict = verdict;
             return out;
         }
@@ -241,19 +273,44 @@ pub fn peek<S>(store: &S, config: &QuotaConfig, req: &QuotaRequest<'_>, now_ms: 
 where
     S: SharedStore + ?Sized,
 {
-    let mut out = StoreOutcome::default();
-    for spec in config.buckets(req.prefix, req.tenant, req.model) {
+    let specs = config.buckets(req.prefix, req.tenant, req.model);
+    let mut out = ReserveOutcome {
+        verdict: ReserveVerdict::Allowed,
+        degraded: false,
+        reservation: None,
+        reports: Vec::with_capacity(specs.len()),
+        round_trips: 0,
+    };
+    peek_into(store, &specs, req.class, now_ms, &mut out);
+    StoreOutcome {
+        degraded: out.degraded,
+        reports: out.reports,
+        round_trips: out.round_trips,
+    }
+}
+
+/// Reports `specs` as they stand (1 get each, nothing written).
+fn peek_into<S>(
+    store: &S,
+    specs: &[BucketSpec],
+    class: TrafficClass,
+    now_ms: u64,
+    out: &mut ReserveOutcome,
+) where
+    S: SharedStore + ?Sized,
+{
+    for spec in specs {
         let init = BucketState::full(&spec.limit, now_ms);
         match store::read(store, &spec.key, init, &mut out.round_trips) {
             Ok(mut st) => {
                 st.refill(&spec.limit, now_ms);
-                let (remaining, reset_ms) = st.view(&spec.limit, now_ms, req.class);
-                out.reports.push(report(&spec, remaining, reset_ms, false));
+                let (remaining, reset_ms) = st.view(&spec.limit, now_ms, class);
+                out.reports
+                    .push(report(spec, class, remaining, reset_ms, false));
             }
             Err(_) => out.degraded = true,
         }
     }
-    out
 }
 
 /// Gives back what a failed reservation already took, newest first, and
@@ -306,7 +363,7 @@ where
     Ok(BucketReport {
         kind: b.kind,
         model_scoped: b.model_scoped,
-        limit_per_minute: b.limit.per_minute(),
+        limit: capacity(&b.limit, class),
         remaining,
         reset_ms,
         denied: false,
@@ -317,11 +374,17 @@ fn same_bucket(a: &BucketReport, b: &BucketReport) -> bool {
     a.kind == b.kind && a.model_scoped == b.model_scoped
 }
 
-fn report(spec: &BucketSpec, remaining: u64, reset_ms: u64, denied: bool) -> BucketReport {
+fn report(
+    spec: &BucketSpec,
+    class: TrafficClass,
+    remaining: u64,
+    reset_ms: u64,
+    denied: bool,
+) -> BucketReport {
     BucketReport {
         kind: spec.kind,
         model_scoped: spec.model_scoped,
-        limit_per_minute: spec.limit.per_minute(),
+        limit: capacity(&spec.limit, class),
         remaining,
         reset_ms,
         denied,
@@ -345,15 +408,15 @@ fn refusal(
         Verdict::TooLarge => Some(ReserveVerdict::TooLarge {
             kind,
             cost,
-            max: max_for_class(spec, class),
+            max: capacity(&spec.limit, class),
         }),
     }
 }
 
 /// The largest cost `class` can ever take from this bucket.
-fn max_for_class(spec: &BucketSpec, class: TrafficClass) -> u64 {
-    let full = BucketState::full(&spec.limit, 0);
-    full.view(&spec.limit, 0, class).0
+fn capacity(limit: &Limit, class: TrafficClass) -> u64 {
+    let full = BucketState::full(limit, 0);
+    full.view(limit, 0, class).0
 }
 
 #[cfg(test)]

@@ -91,22 +91,12 @@ fn reports_remaining_and_reset() {
     let r = &out.reports;
     assert_eq!(r.len(), 2);
     assert_eq!(
-        (
-            r[0].kind,
-            r[0].limit_per_minute,
-            r[0].remaining,
-            r[0].reset_ms
-        ),
+        (r[0].kind, r[0].limit, r[0].remaining, r[0].reset_ms),
         (BucketKind::Requests, 60, 59, 1_000)
     );
     assert_eq!(
-        (
-            r[1].kind,
-            r[1].limit_per_minute,
-            r[1].remaining,
-            r[1].reset_ms
-        ),
-        (BucketKind::Tokens, 600, 70, 3_000)
+        (r[1].kind, r[1].limit, r[1].remaining, r[1].reset_ms),
+        (BucketKind::Tokens, 100, 70, 3_000)
     );
 }
 
@@ -273,6 +263,27 @@ fn settle_refunds_charges_and_never_denies() {
         reserve(&store, &basic(), &req(1), 7_100).verdict,
         ReserveVerdict::Allowed
     );
+}
+
+#[test]
+fn zero_token_request_reads_the_token_bucket_and_never_owes() {
+    let store = MemStore::new();
+    let res = reserve(&store, &basic(), &req(50), 0).reservation.unwrap();
+    let _ = settle(&store, res, 150, 0);
+    assert_eq!(level(&store, BucketKind::Tokens, None), -50_000);
+    let before = store.trips();
+    // A body-less request (0 tokens) adds nothing to the debt: allowed, no token write.
+    let out = reserve(&store, &basic(), &req(0), 0);
+    assert_eq!(out.verdict, ReserveVerdict::Allowed);
+    assert_eq!(out.round_trips, 3, "requests get+set, tokens get");
+    assert_eq!(store.trips() - before, 3);
+    assert_eq!(level(&store, BucketKind::Tokens, None), -50_000);
+    let tokens = out
+        .reports
+        .iter()
+        .find(|r| r.kind == BucketKind::Tokens)
+        .unwrap();
+    assert_eq!((tokens.remaining, tokens.denied), (0, false));
 }
 
 #[test]

@@ -1,0 +1,861 @@
+"""The deployment artifacts: manifests, `make dist` / `make manifests`, the func-e bootstrap.
+
+- Every YAML under filters/istio and filters/envoy-gateway parses; each object of a kind
+  with a CRD in ../shared/crds validates against that CRD's openAPIV3Schema (strictly:
+  unknown fields are errors, as kubectl's strict field validation makes them), carries
+  the metadata it needs, and satisfies the CEL rules (x-kubernetes-validations) the
+  CRDs attach to the fields used. Built-in kinds (Namespace, Service, ConfigMap,
+  NetworkPolicy) and Envoy Gateway's EnvoyProxy have no CRD there and get structural
+  checks only (named below).
+- The plugin configurations embedded in the manifests are accepted by the filter's own
+  parser, and are filters/demo.json with exactly the documented differences.
+- The manifests refer to each other consistently (Gateway, routes, Services,
+  ReferenceGrant, policies, salt variable and Secret, stats tags, the filter's headers).
+- sha256 fields are never stale: the committed manifests hold marked placeholders, and
+  `make manifests` stamps the digest `make dist` computed (checked here end to end).
+- The module runs in a real Envoy configured the way Istio translates the WasmPlugin,
+  the way Envoy Gateway translates the EnvoyExtensionPolicy, and with the Wasm filter of
+  the model-routing EnvoyFilter (model routing works only there).
+- envoy-demo/envoy.yaml (the func-e bootstrap) validates from the repository root and
+  equals a fresh `make envoy-yaml`.
+"""
+import copy
+import glob
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import jsonschema
+import pytest
+import yaml
+
+from test_config_schema import (
+    DEMO_PATH, ROOT, SALT_ENV, SALT_VALUE, embedded_configs, load_docs, manifest_files,
+    rust_check, schema_errors,
+)
+
+sys.path.insert(0, os.path.join(ROOT, "envoy-demo"))
+import launcher  # noqa: E402
+import render  # noqa: E402
+from client import HOST_A, HOST_B, KEY_A, KEY_B, call, chat_body  # noqa: E402
+
+CRD_DIR = os.path.normpath(os.path.join(ROOT, "..", "shared", "crds"))
+ISTIO = os.path.join(ROOT, "filters", "istio")
+EG = os.path.join(ROOT, "filters", "envoy-gateway")
+PLACEHOLDER = "0" * 64
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue"
+SALT_SECRET = ("ai-gateway-fingerprint-salt", "salt")
+
+# Kinds with no CRD in ../shared/crds: checked structurally by check_builtin().
+NO_CRD = {("v1", "Namespace"), ("v1", "Service"), ("v1", "ConfigMap"),
+          ("networking.k8s.io/v1", "NetworkPolicy"), ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy")}
+
+
+def cargo_version():
+    with open(os.path.join(ROOT, "Cargo.toml")) as f:
+        return re.search(r'^version = "([^"]+)"', f.read(), re.M).group(1)
+
+
+VERSION = cargo_version()
+
+
+# --- loading ------------------------------------------------------------------------
+
+def all_objects():
+    """[(relative path, object)] for every document of every manifest."""
+    out = []
+    for path in manifest_files():
+        for doc in load_docs(path):
+            out.append((os.path.relpath(path, ROOT), doc))
+    return out
+
+
+def objects_in(directory, recursive=False):
+    pattern = os.path.join(directory, "**", "*.yaml") if recursive else os.path.join(directory, "*.yaml")
+    out = []
+    for path in sorted(glob.glob(pattern, recursive=recursive)):
+        out += load_docs(path)
+    return out
+
+
+def find(objs, kind, name=None):
+    hits = [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert hits, f"no {kind} {name or ''}"
+    return hits
+
+
+def one(objs, kind, name=None):
+    hits = find(objs, kind, name)
+    assert len(hits) == 1, f"{len(hits)} {kind} {name or ''}"
+    return hits[0]
+
+
+# --- CRDs -----------------------------------------------------------------------------
+
+def load_crds():
+    assert os.path.isdir(CRD_DIR), (
+        f"{CRD_DIR} is missing: these tests validate the manifests against the CRDs kept "
+        "beside the project in ../shared/crds (see its README); restore that directory")
+    crds = {}
+    for path in glob.glob(os.path.join(CRD_DIR, "*.yaml")):
+        for doc in load_docs(path):
+            if doc.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = doc["spec"]
+            for v in spec["versions"]:
+                key = (f"{spec['group']}/{v['name']}", spec["names"]["kind"])
+                crds[key] = {"scope": spec["scope"], "served": v.get("served", True),
+                             "schema": v["schema"]["openAPIV3Schema"]}
+    assert crds, f"no CustomResourceDefinitions found in {CRD_DIR}"
+    return crds
+
+
+def strict(schema):
+    """The structural schema as a JSON Schema: unknown fields refused (as kubectl's
+    strict field validation does) except under x-kubernetes-preserve-unknown-fields;
+    OpenAPI's nullable and int-or-string mapped; x-kubernetes-validations (CEL) ignored
+    here and checked by hand below."""
+    if isinstance(schema, list):
+        return [strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict(v) for k, v in schema.items()
+           if not k.startswith("x-kubernetes-") and k != "nullable"}
+    if schema.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if schema.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if (schema.get("type") == "object" and "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+_CRDS = {}
+
+
+def crds():
+    if not _CRDS:
+        _CRDS.update(load_crds())
+    return _CRDS
+
+
+def crd_errors(obj):
+    crd = crds()[(obj["apiVersion"], obj["kind"])]
+    schema = strict(crd["schema"])
+    # apiVersion, kind and metadata are the API server's, not the CRD's (check_metadata).
+    top = ("apiVersion", "kind", "metadata")
+    for k in top:
+        schema.get("properties", {}).pop(k, None)
+    body = {k: v for k, v in obj.items() if k not in top}
+    v = jsonschema.Draft7Validator(schema)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(body)]
+
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def check_metadata(obj, namespaced):
+    md = obj.get("metadata") or {}
+    assert DNS_SUBDOMAIN.match(md.get("name", "")) and len(md["name"]) <= 253, md
+    if namespaced:
+        assert DNS_LABEL.match(md.get("namespace", "")), f"{obj['kind']} {md.get('name')} needs a namespace"
+    else:
+        assert "namespace" not in md
+
+
+def check_builtin(obj):
+    """Structural checks for the kinds without a CRD in ../shared/crds."""
+    kind, spec = obj["kind"], obj.get("spec") or {}
+    if kind == "Namespace":
+        check_metadata(obj, namespaced=False)
+        assert set(obj) <= {"apiVersion", "kind", "metadata"}
+    elif kind == "Service":
+        check_metadata(obj, namespaced=True)
+        assert set(spec) <= {"selector", "ports", "type"}
+        assert spec["selector"] and spec["ports"]
+        for p in spec["ports"]:
+            assert set(p) <= {"name", "port", "targetPort", "protocol"} and 1 <= p["port"] <= 65535
+    elif kind == "ConfigMap":
+        check_metadata(obj, namespaced=True)
+        assert set(obj) <= {"apiVersion", "kind", "metadata", "data"}
+        assert all(isinstance(v, str) for v in obj["data"].values())
+    elif kind == "NetworkPolicy":
+        check_metadata(obj, namespaced=True)
+        assert set(spec) <= {"podSelector", "policyTypes", "ingress", "egress"} and "podSelector" in spec
+        assert set(spec["policyTypes"]) <= {"Ingress", "Egress"}
+        for rule in spec.get("ingress", []):
+            assert set(rule) <= {"from", "ports"}
+            for peer in rule["from"]:
+                assert set(peer) <= {"namespaceSelector", "podSelector", "ipBlock"}
+                for sel in peer.values():
+                    assert set(sel) <= {"matchLabels", "matchExpressions"}
+            for port in rule["ports"]:
+                assert port["protocol"] in ("TCP", "UDP", "SCTP") and 1 <= port["port"] <= 65535
+    elif kind == "EnvoyProxy":
+        check_metadata(obj, namespaced=True)
+        assert set(spec) <= {"provider", "bootstrap"}
+        assert spec["provider"]["type"] == "Kubernetes"
+        assert spec["bootstrap"]["type"] in ("Merge", "Replace", "JSONPatch")
+        yaml.safe_load(spec["bootstrap"]["value"])
+    else:
+        raise AssertionError(f"no check for {kind}")
+
+
+def test_crds_are_present_and_cover_the_custom_kinds():
+    have = crds()
+    used = {(o["apiVersion"], o["kind"]) for _, o in all_objects()}
+    missing = {k for k in used - NO_CRD if k not in have}
+    assert missing == set(), f"kinds without a CRD in ../shared/crds: {missing}"
+    for key in used - NO_CRD:
+        assert have[key]["served"], f"{key} is not a served version"
+
+
+def test_every_manifest_parses_and_every_object_is_valid():
+    objs = all_objects()
+    assert len(objs) >= 25
+    for rel, obj in objs:
+        key = (obj.get("apiVersion"), obj.get("kind"))
+        assert all(key), f"{rel}: apiVersion and kind are required"
+        if key in NO_CRD:
+            check_builtin(obj)
+            continue
+        crd = crds()[key]
+        check_metadata(obj, namespaced=crd["scope"] == "Namespaced")
+        errs = crd_errors(obj)
+        assert errs == [], f"{rel}: {obj['kind']} {obj['metadata']['name']}: {errs}"
+        assert "spec" in obj, f"{rel}: {obj['kind']} without spec"
+
+
+def test_strict_validation_catches_typos():
+    """The validation is not vacuous: a misspelt field, a bad enum or a missing required
+    field in each custom kind is refused."""
+    objs = [o for _, o in all_objects()]
+    wp = copy.deepcopy(find(objs, "WasmPlugin", "ai-gateway-filter")[0])
+    wp["spec"]["failStratgy"] = "FAIL_CLOSE"
+    assert any("failStratgy" in e for e in crd_errors(wp))
+    wp = copy.deepcopy(find(objs, "WasmPlugin", "ai-gateway-filter")[0])
+    wp["spec"]["phase"] = "AUTHENTICATION"
+    assert crd_errors(wp)
+    del wp["spec"]["url"]
+    assert any("url" in e for e in crd_errors(wp))
+    eep = copy.deepcopy(find(objs, "EnvoyExtensionPolicy")[0])
+    eep["spec"]["wasm"][0]["code"]["type"] = "OCI"
+    assert crd_errors(eep)
+    route = copy.deepcopy(find(objs, "HTTPRoute", "tenant-a-inference")[0])
+    route["spec"]["rules"][0]["timeout"] = {"request": "1s"}
+    assert crd_errors(route)
+    ef = copy.deepcopy(find(objs, "EnvoyFilter")[0])
+    ef["spec"]["configPatches"][0]["applyTo"] = "BOOTSTRAPS"
+    assert crd_errors(ef)
+
+
+def cel_rule_messages(kind):
+    """Every x-kubernetes-validations message in a kind's schema."""
+    msgs = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            for rule in node.get("x-kubernetes-validations", []):
+                msgs.add(rule["message"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for (api, k), crd in crds().items():
+        if k == kind:
+            walk(crd["schema"])
+    return msgs
+
+
+def test_cel_rules_of_the_fields_used_hold():
+    """The CEL rules (ignored by the JSON Schema validator) that apply to the fields the
+    manifests use, checked one by one; each rule is looked up in the CRD by its message."""
+    objs = [o for _, o in all_objects()]
+    checked = []
+
+    def rule(kind, message, ok):
+        assert message in cel_rule_messages(kind), f"{kind}: the CRD no longer has rule {message!r}"
+        assert ok, f"{kind}: {message}"
+        checked.append(message)
+
+    for wp in find(objs, "WasmPlugin"):
+        s = wp["spec"]
+        rule("WasmPlugin", "only one of targetRefs or selector can be set",
+             sum(k in s for k in ("selector", "targetRef", "targetRefs")) <= 1)
+        rule("WasmPlugin", "url must have schema one of [http, https, file, oci]",
+             s["url"].split("://")[0] in ("http", "https", "file", "oci"))
+        for ref in s.get("targetRefs", []):
+            rule("WasmPlugin", "cross namespace referencing is not currently supported", not ref.get("namespace"))
+        for env in s.get("vmConfig", {}).get("env", []):
+            rule("WasmPlugin", "value may only be set when valueFrom is INLINE",
+                 env.get("valueFrom") != "HOST" or "value" not in env)
+    for ef in find(objs, "EnvoyFilter"):
+        s = ef["spec"]
+        rule("EnvoyFilter", "only one of targetRefs or workloadSelector can be set",
+             not ("targetRefs" in s and "workloadSelector" in s))
+        for ref in s.get("targetRefs", []):
+            rule("EnvoyFilter", "cross namespace referencing is not currently supported", not ref.get("namespace"))
+        for p in s["configPatches"]:
+            m = p.get("match", {})
+            rule("EnvoyFilter", "only support waypointMatch when context is WAYPOINT",
+                 ("waypoint" in m) == (m.get("context") == "WAYPOINT"))
+    for eep in find(objs, "EnvoyExtensionPolicy"):
+        s = eep["spec"]
+        rule("EnvoyExtensionPolicy", "either targetRef or targetRefs must be used",
+             ("targetRef" in s) != ("targetRefs" in s))
+        rule("EnvoyExtensionPolicy", "this policy can only have a targetRefs[*].group of gateway.networking.k8s.io",
+             all(r["group"] == "gateway.networking.k8s.io" for r in s["targetRefs"]))
+        for w in s["wasm"]:
+            code = w["code"]
+            rule("EnvoyExtensionPolicy", "If type is HTTP, http field needs to be set.",
+                 (code["type"] == "HTTP") == ("http" in code))
+            rule("EnvoyExtensionPolicy", "If type is Image, image field needs to be set.",
+                 (code["type"] == "Image") == ("image" in code))
+    assert len(checked) >= 15
+
+
+# --- plugin configurations ------------------------------------------------------------
+
+def demo_config():
+    with open(DEMO_PATH) as f:
+        return json.load(f)
+
+
+def expected_manifest_config(hold):
+    """filters/demo.json with the documented differences: the salt comes from the
+    environment, and headers are held only where allow_on_headers_stop_iteration is set."""
+    cfg = demo_config()
+    cfg["redaction"] = {k: v for k, v in cfg["redaction"].items() if k != "fingerprint_salt"}
+    cfg["redaction"]["fingerprint_salt_env"] = SALT_ENV
+    cfg["routing"] = {"model_header": True, "hold_headers_for_body": hold}
+    return cfg
+
+
+def test_embedded_configs_are_accepted_by_the_filter():
+    configs = embedded_configs()
+    assert len(configs) == 5, [label for label, _ in configs]
+    verdicts = rust_check([json.dumps(c) for _, c in configs], env={SALT_ENV: SALT_VALUE})
+    for (label, _), (ok, msg) in zip(configs, verdicts):
+        assert ok, f"{label}: {msg}"
+    # ... and refused when the salt variable is missing from the VM: fail closed.
+    verdicts = rust_check([json.dumps(c) for _, c in configs], env={})
+    for (label, _), (ok, msg) in zip(configs, verdicts):
+        assert not ok and SALT_ENV in msg, f"{label}: {msg}"
+
+
+def test_embedded_configs_are_the_demo_with_documented_differences():
+    for label, cfg in embedded_configs():
+        hold = "model-routing" in label
+        assert cfg == expected_manifest_config(hold), label
+        assert schema_errors(cfg) == [], label
+        assert "fingerprint_salt" not in cfg["redaction"], f"{label}: a secret in a manifest"
+
+
+# --- cross references ---------------------------------------------------------------
+
+def test_shared_tutorial_files_are_identical_in_both_directories():
+    for name in ["00-namespaces.yaml", "15-model-services.yaml", "20-routes.yaml", "30-referencegrant.yaml"]:
+        with open(os.path.join(ISTIO, name)) as a, open(os.path.join(EG, name)) as b:
+            assert a.read() == b.read(), name
+
+
+@pytest.mark.parametrize("directory", [ISTIO, EG], ids=["istio", "envoy-gateway"])
+def test_references_resolve(directory):
+    objs = objects_in(directory)
+    namespaces = {o["metadata"]["name"]: o for o in find(objs, "Namespace")}
+    for o in objs:
+        if "namespace" in o["metadata"]:
+            assert o["metadata"]["namespace"] in namespaces, o["metadata"]
+    gw = one(objs, "Gateway", "ai-shared-gateway")
+    assert gw["metadata"]["namespace"] == "ai-gateway"
+    [listener] = gw["spec"]["listeners"]
+    services = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in find(objs, "Service")}
+    grant = one(objs, "ReferenceGrant")
+    cfg = embedded_configs_in(directory)[0]
+    hosts = {h for t in cfg["tenants"] for h in t["hosts"]}
+    prefixes = {r["prefix"] for r in cfg["routes"]}
+    models = {m["name"] for m in cfg["models"]}
+    for route in find(objs, "HTTPRoute"):
+        ns = route["metadata"]["namespace"]
+        # Attached to the Gateway's listener, and allowed there by namespace label.
+        for parent in route["spec"]["parentRefs"]:
+            assert (parent["namespace"], parent["name"], parent["sectionName"]) == (
+                "ai-gateway", "ai-shared-gateway", listener["name"])
+        selector = listener["allowedRoutes"]["namespaces"]["selector"]["matchLabels"]
+        assert selector.items() <= namespaces[ns]["metadata"].get("labels", {}).items()
+        # Hostnames the listener accepts and the filter binds to a tenant.
+        for h in route["spec"]["hostnames"]:
+            assert h.endswith(listener["hostname"].lstrip("*")) and h in hosts, h
+        for rule in route["spec"]["rules"]:
+            for m in rule["matches"]:
+                assert m["path"]["value"] in prefixes, m["path"]
+                for hdr in m.get("headers", []):
+                    # The filter's model headers (src/contract.rs), with a configured model.
+                    assert hdr["name"].lower() in ("x-ai-model", "x-gateway-model-name"), hdr
+                    assert hdr["value"] in models, hdr
+            for ref in rule["backendRefs"]:
+                svc = services[(ref["namespace"], ref["name"])]
+                assert ref["port"] in [p["port"] for p in svc["spec"]["ports"]], ref
+                if ref["namespace"] != ns:
+                    assert grant["metadata"]["namespace"] == ref["namespace"]
+                    assert {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": ns} in grant["spec"]["from"]
+                    assert {"group": "", "kind": "Service"} in grant["spec"]["to"]
+    # Gateway parameters exist next to it.
+    ref = gw["spec"]["infrastructure"]["parametersRef"]
+    params = one(objs, ref["kind"], ref["name"])
+    assert params["metadata"]["namespace"] == gw["metadata"]["namespace"]
+    # The NetworkPolicy guards the model namespace, on the Services' port.
+    np = one(objs, "NetworkPolicy")
+    assert np["metadata"]["namespace"] == "ai-models" and np["spec"]["podSelector"] == {}
+    ports = {p["port"] for r in np["spec"]["ingress"] for p in r["ports"]}
+    assert ports == {p["targetPort"] for s in services.values() for p in s["spec"]["ports"]}
+
+
+def embedded_configs_in(directory):
+    """The plugin configurations of the manifests directly in `directory`."""
+    rel = os.path.relpath(directory, ROOT)
+    found = [c for label, c in embedded_configs() if os.path.dirname(label.split(":")[0]) == rel]
+    assert found, rel
+    return found
+
+
+def test_policies_target_the_tutorial_resources():
+    istio = objects_in(ISTIO, recursive=True)
+    eg = objects_in(EG, recursive=True)
+    for wp in find(istio, "WasmPlugin"):
+        assert wp["metadata"] == {"name": "ai-gateway-filter", "namespace": "ai-gateway"}
+        assert wp["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "ai-shared-gateway"}]
+        assert (wp["spec"]["phase"], wp["spec"]["priority"], wp["spec"]["failStrategy"]) == ("AUTHN", 1000, "FAIL_CLOSE")
+    for ef in find(istio, "EnvoyFilter"):
+        assert ef["metadata"]["namespace"] == "ai-gateway"
+        assert ef["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "ai-shared-gateway"}]
+    routes = {r["metadata"]["name"] for r in find(eg, "HTTPRoute")}
+    for eep in find(eg, "EnvoyExtensionPolicy"):
+        assert eep["metadata"] == {"name": "ai-gateway-filter", "namespace": "tenant-a"}
+        assert {t["name"] for t in eep["spec"]["targetRefs"]} == routes
+        assert all(t["kind"] == "HTTPRoute" for t in eep["spec"]["targetRefs"])
+        assert [w["failOpen"] for w in eep["spec"]["wasm"]] == [False]
+    # The variants replace the main objects (same name and namespace), never add to them.
+    assert len({(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(istio, "WasmPlugin")}) == 1
+    assert len({(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(eg, "EnvoyExtensionPolicy")}) == 1
+    assert len({(o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(istio, "ConfigMap")}) == 1
+
+
+def test_model_routing_envoyfilter_defines_a_complete_filter():
+    ef = one(objects_in(os.path.join(ISTIO, "model-routing")), "EnvoyFilter")
+    ext, http = ef["spec"]["configPatches"]
+    assert ext["applyTo"] == "EXTENSION_CONFIG" and ext["patch"]["operation"] == "ADD"
+    assert http["applyTo"] == "HTTP_FILTER" and http["patch"]["operation"] == "ADD"
+    assert http["patch"]["filterClass"] == "AUTHN"
+    assert http["patch"]["value"]["name"] == ext["patch"]["value"]["name"]
+    assert http["patch"]["value"]["config_discovery"]["type_urls"] == [WASM_TYPE]
+    config = ext["patch"]["value"]["typed_config"]["config"]
+    assert ext["patch"]["value"]["typed_config"]["@type"] == WASM_TYPE
+    assert config["allow_on_headers_stop_iteration"] is True
+    assert config["failure_policy"] == "FAIL_CLOSED"
+    assert config["vm_config"]["code"]["remote"]["http_uri"]["uri"].startswith("oci://")
+
+
+def salt_env_names(objs):
+    """Every place a manifest names the salt variable or its Secret."""
+    names, secrets = set(), set()
+    for o in objs:
+        kind, spec = o["kind"], o.get("spec") or {}
+        if kind == "WasmPlugin":
+            names |= {e["name"] for e in spec["vmConfig"]["env"] if e.get("valueFrom") == "HOST"}
+        elif kind == "EnvoyExtensionPolicy":
+            for w in spec["wasm"]:
+                names |= set(w["env"]["hostKeys"])
+        elif kind == "EnvoyFilter":
+            for p in spec["configPatches"]:
+                tc = p["patch"]["value"].get("typed_config", {})
+                if tc.get("@type") == WASM_TYPE:
+                    names |= set(tc["config"]["vm_config"]["environment_variables"]["host_env_keys"])
+        elif kind == "ConfigMap":
+            patch = yaml.safe_load(o["data"]["deployment"])
+            for c in patch["spec"]["template"]["spec"]["containers"]:
+                assert c["name"] == "istio-proxy"
+                for e in c["env"]:
+                    names.add(e["name"])
+                    ref = e["valueFrom"]["secretKeyRef"]
+                    secrets.add((ref["name"], ref["key"]))
+        elif kind == "EnvoyProxy":
+            for e in spec["provider"]["kubernetes"]["envoyDeployment"]["container"]["env"]:
+                names.add(e["name"])
+                ref = e["valueFrom"]["secretKeyRef"]
+                secrets.add((ref["name"], ref["key"]))
+    return names, secrets
+
+
+@pytest.mark.parametrize("directory", [ISTIO, EG], ids=["istio", "envoy-gateway"])
+def test_salt_comes_from_a_secret_through_every_layer(directory):
+    objs = objects_in(directory, recursive=True)
+    names, secrets = salt_env_names(objs)
+    assert names == {SALT_ENV}
+    assert secrets == {SALT_SECRET}
+    text = "".join(open(p).read() for p in glob.glob(os.path.join(directory, "**", "*.yaml"), recursive=True))
+    assert "fingerprint_salt\"" not in text and "fingerprint_salt:" not in text
+
+
+def test_istio_gateway_keeps_the_filter_metrics():
+    cm = one(objects_in(ISTIO), "ConfigMap")
+    patch = yaml.safe_load(cm["data"]["deployment"])
+    proxy_config = yaml.safe_load(patch["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"])
+    prefixes = proxy_config["proxyStatsMatcher"]["inclusionPrefixes"]
+    assert prefixes == ["wasmcustom.ai_gateway_"]
+    with open(os.path.join(ROOT, "src", "contract.rs")) as f:
+        metrics = re.findall(r'pub const \w+: &str = "(ai_gateway_\w+)"', f.read())
+    assert len(metrics) >= 9 and all(("wasmcustom." + m).startswith(prefixes[0]) for m in metrics)
+
+
+def stats_tags_of(obj):
+    if obj["kind"] == "EnvoyFilter":
+        return obj["spec"]["configPatches"][0]["patch"]["value"]["stats_config"]["stats_tags"]
+    return yaml.safe_load(obj["spec"]["bootstrap"]["value"])["stats_config"]["stats_tags"]
+
+
+def test_stats_tags_match_the_demo_bootstrap():
+    """The same tag regexes as envoy-demo/render.py (checked against real Envoy there)."""
+    expected = [{"tag_name": label, "regex": r"(\." + label + r"=\.=(.*?);\.;)"} for label in render.METRIC_LABELS]
+    istio = one(objects_in(ISTIO), "EnvoyFilter", "ai-gateway-filter-stats-tags")
+    assert istio["spec"]["configPatches"][0]["applyTo"] == "BOOTSTRAP"
+    assert stats_tags_of(istio) == expected
+    assert stats_tags_of(one(objects_in(EG), "EnvoyProxy")) == expected
+
+
+# --- sha256, versions and `make dist` / `make manifests` ----------------------------
+
+STAMP = re.compile(r"# stamp: ([a-z0-9-]+)\s*$")
+
+
+def marked_lines():
+    """[(file, line, kind)] for every `# stamp:` marker on a value line."""
+    out = []
+    for path in manifest_files():
+        for line in open(path):
+            m = STAMP.search(line)
+            if m and not line.lstrip().startswith("#"):
+                out.append((os.path.relpath(path, ROOT), line.rstrip("\n"), m.group(1)))
+    return out
+
+
+def test_every_artifact_reference_is_a_marked_placeholder():
+    """No real digest is ever committed (it would go stale on the next build): every
+    sha256 of the module is the marked placeholder, every artifact URL is marked and
+    names the crate's version."""
+    sha_fields = 0
+    for rel, obj in all_objects():
+        def walk(node, path):
+            nonlocal sha_fields
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if k == "sha256" and "api_keys" not in path:
+                        sha_fields += 1
+                        assert v == PLACEHOLDER, f"{rel}: {'/'.join(path + [k])} = {v}"
+                    walk(v, path + [k])
+            elif isinstance(node, list):
+                for i, v in enumerate(node):
+                    walk(v, path + [str(i)])
+        walk(obj.get("spec", {}), [])
+    marks = marked_lines()
+    digests = [m for m in marks if m[2] in ("image-digest", "wasm-sha256")]
+    assert sha_fields == len(digests) == 5, digests
+    for rel, line, kind in digests:
+        assert f'"{PLACEHOLDER}"' in line, (rel, line)
+    for rel, line, kind in marks:
+        if kind in ("image", "wasm-url", "wasm-file"):
+            assert VERSION in line, f"{rel}: {line.strip()} does not name version {VERSION}"
+    kinds = {k for _, _, k in marks}
+    assert kinds == {"image", "image-digest", "wasm-sha256", "wasm-url", "wasm-file"}
+
+
+def make(*args, env=None, check=True):
+    proc = subprocess.run(["make", "-s", *args], cwd=ROOT, capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, **(env or {})})
+    if check:
+        assert proc.returncode == 0, f"make {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+_DIST = {}
+
+
+def dist():
+    """Run `make dist` once; returns (wasm path, recorded hex digest)."""
+    if not _DIST:
+        make("dist")
+        wasm = os.path.join(ROOT, "dist", f"ai-gateway-filter-{VERSION}.wasm")
+        with open(wasm + ".sha256") as f:
+            line = f.read()
+        _DIST["wasm"], _DIST["sha"], _DIST["line"] = wasm, line.split()[0], line
+    return _DIST["wasm"], _DIST["sha"]
+
+
+def sha256_of(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_make_dist_writes_the_versioned_module_and_its_digest():
+    wasm, sha = dist()
+    assert sha == sha256_of(wasm) == sha256_of(launcher.WASM)
+    assert _DIST["line"] == f"{sha}  ai-gateway-filter-{VERSION}.wasm\n"
+    subprocess.run(["sha256sum", "-c", os.path.basename(wasm) + ".sha256"], cwd=os.path.dirname(wasm),
+                   check=True, capture_output=True)
+    with open(wasm, "rb") as f:
+        assert f.read(4) == b"\0asm"
+
+
+def stamped_objects(out_dir):
+    objs = []
+    for path in sorted(glob.glob(os.path.join(out_dir, "**", "*.yaml"), recursive=True)):
+        objs += [(os.path.relpath(path, out_dir), d) for d in load_docs(path)]
+    return objs
+
+
+def test_make_manifests_stamps_the_dist_digest_and_the_pushed_image():
+    wasm, sha = dist()
+    image, tag, digest = "registry.test/ai/ai-gateway-filter", "9.9.9-test", "ab" * 32
+    with tempfile.TemporaryDirectory(prefix="manifests-") as tmp:
+        digest_file = os.path.join(tmp, "image-digest")
+        with open(digest_file, "w") as f:
+            f.write(f"{image}:{tag}@sha256:{digest}\n")
+        out = os.path.join(tmp, "out")
+        make("manifests", f"IMAGE={image}", f"IMAGE_TAG={tag}", f"IMAGE_DIGEST_FILE={digest_file}",
+             "WASM_URL=https://files.test/f.wasm", f"MANIFESTS_DIR={out}")
+        objs = stamped_objects(out)
+        assert len(objs) == len(all_objects())
+        text = "".join(open(p).read() for p in glob.glob(os.path.join(out, "**", "*.yaml"), recursive=True))
+        assert PLACEHOLDER not in text
+        by_name = {}
+        for rel, o in objs:
+            assert (crd_errors(o) if (o["apiVersion"], o["kind"]) not in NO_CRD else []) == [], rel
+            by_name[(rel, o["kind"])] = o
+        wp = by_name[("istio/50-wasmplugin.yaml", "WasmPlugin")]["spec"]
+        assert (wp["url"], wp["sha256"]) == (f"oci://{image}:{tag}", digest)
+        local = by_name[("istio/local/wasmplugin.yaml", "WasmPlugin")]["spec"]
+        assert (local["url"], local["sha256"]) == (
+            f"file:///var/local/ai-gateway-filter/ai-gateway-filter-{VERSION}.wasm", sha)
+        img = by_name[("envoy-gateway/50-extension-policy.yaml", "EnvoyExtensionPolicy")]["spec"]["wasm"][0]["code"]["image"]
+        assert (img["url"], img["sha256"]) == (f"{image}:{tag}", digest)
+        http = by_name[("envoy-gateway/http/extension-policy.yaml", "EnvoyExtensionPolicy")]["spec"]["wasm"][0]["code"]["http"]
+        assert (http["url"], http["sha256"]) == ("https://files.test/f.wasm", sha)
+        ef = by_name[("istio/model-routing/wasm-envoyfilter.yaml", "EnvoyFilter")]["spec"]["configPatches"][0]
+        remote = ef["patch"]["value"]["typed_config"]["config"]["vm_config"]["code"]["remote"]
+        assert (remote["http_uri"]["uri"], remote["sha256"]) == (f"oci://{image}:{tag}", digest)
+
+        # A digest recorded for another image is ignored: the OCI copies pull by tag,
+        # unpinned (with a warning), rather than carry a digest that cannot match.
+        with open(digest_file, "w") as f:
+            f.write(f"{image}:other@sha256:{digest}\n")
+        out2 = os.path.join(tmp, "out2")
+        proc = make("manifests", f"IMAGE={image}", f"IMAGE_TAG={tag}", f"IMAGE_DIGEST_FILE={digest_file}",
+                    f"MANIFESTS_DIR={out2}")
+        assert "no digest recorded" in proc.stderr
+        objs = dict(((rel, o["kind"]), o) for rel, o in stamped_objects(out2))
+        wp = objs[("istio/50-wasmplugin.yaml", "WasmPlugin")]["spec"]
+        assert "sha256" not in wp and wp["url"] == f"oci://{image}:{tag}"
+        assert crd_errors(objs[("istio/50-wasmplugin.yaml", "WasmPlugin")]) == []
+        http = objs[("envoy-gateway/http/extension-policy.yaml", "EnvoyExtensionPolicy")]["spec"]["wasm"][0]["code"]["http"]
+        assert http["sha256"] == sha
+
+
+def test_make_image_fails_clearly_without_a_container_engine():
+    dist()
+    proc = make("image", "CONTAINER_ENGINE=", check=False)
+    assert proc.returncode != 0
+    assert "no container engine found" in proc.stderr
+
+
+def test_dockerfile_builds_the_compat_wasm_image():
+    """FROM scratch and exactly one COPY: one layer holding /plugin.wasm."""
+    with open(os.path.join(ROOT, "Dockerfile")) as f:
+        body = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    assert body == ["FROM scratch", "COPY plugin.wasm /plugin.wasm"], body
+
+
+# --- the module under Istio's and Envoy Gateway's translation -----------------------
+
+def go_json(value):
+    """JSON as Istio produces it from pluginConfig (a protobuf Struct): every number is a
+    double, printed like Go's encoding/json (integers without a fraction)."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        f = float(value)
+        return str(int(f)) if f.is_integer() and abs(f) < 1e21 else repr(f)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ",".join(go_json(v) for v in value) + "]"
+    return "{" + ",".join(json.dumps(k) + ":" + go_json(v) for k, v in sorted(value.items())) + "}"
+
+
+def local_code():
+    return {"local": {"filename": launcher.WASM}}
+
+
+def istio_wasmplugin_filter():
+    """What istiod generates for filters/istio/50-wasmplugin.yaml (pkg/model/extensions.go:
+    buildWasmPluginConfigCommon), with the fetched module as a local file."""
+    wp = one(objects_in(ISTIO), "WasmPlugin")["spec"]
+    env = wp["vmConfig"]["env"]
+    config = {
+        "name": "ai-gateway.ai-gateway-filter",
+        "root_id": wp["pluginName"],
+        "configuration": {"@type": STRING_VALUE, "value": go_json(wp["pluginConfig"])},
+        "vm_config": {
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": local_code(),
+            "environment_variables": {
+                "key_values": {e["name"]: e.get("value", "") for e in env if e.get("valueFrom", "INLINE") == "INLINE"},
+                "host_env_keys": [e["name"] for e in env if e.get("valueFrom") == "HOST"],
+            },
+        },
+        "failure_policy": {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN"}[wp["failStrategy"]],
+    }
+    return {"@type": WASM_TYPE, "config": config}
+
+
+def eg_extension_policy_filter():
+    """What Envoy Gateway generates for filters/envoy-gateway/50-extension-policy.yaml
+    (internal/xds/translator/wasm.go), with the module served locally."""
+    w = one(objects_in(EG), "EnvoyExtensionPolicy")["spec"]["wasm"][0]
+    return {"@type": WASM_TYPE, "config": {
+        "name": w["name"],
+        "root_id": w["rootID"],
+        "vm_config": {
+            "vm_id": "envoyextensionpolicy/tenant-a/ai-gateway-filter/wasm/0",
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": local_code(),
+            "environment_variables": {"host_env_keys": w["env"]["hostKeys"]},
+        },
+        "configuration": {"@type": STRING_VALUE, "value": json.dumps(w["config"])},
+        "fail_open": w["failOpen"],
+    }}
+
+
+def istio_envoyfilter_filter():
+    """The Wasm filter the model-routing EnvoyFilter defines, as istio-agent hands it to
+    Envoy (remote code rewritten to the downloaded file)."""
+    ef = one(objects_in(os.path.join(ISTIO, "model-routing")), "EnvoyFilter")
+    tc = copy.deepcopy(ef["spec"]["configPatches"][0]["patch"]["value"]["typed_config"])
+    tc["config"]["vm_config"]["code"] = local_code()
+    return tc
+
+
+class TranslatedTopology(launcher.Topology):
+    """The demo topology with the Wasm filter's typed_config replaced."""
+
+    def __init__(self, typed_config, **kw):
+        self.typed_config = typed_config
+        super().__init__(**kw)
+
+    def render(self, plugin_config=None):
+        super().render(plugin_config)
+        with open(self.config_path) as f:
+            boot = yaml.safe_load(f)
+        replaced = []
+
+        def walk(node):
+            if isinstance(node, dict):
+                if node.get("name") == "envoy.filters.http.wasm" and "typed_config" in node:
+                    node["typed_config"] = copy.deepcopy(self.typed_config)
+                    replaced.append(node)
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+
+        walk(boot)
+        assert len(replaced) == 1, "the demo bootstrap has one Wasm filter"
+        with open(self.config_path, "w") as f:
+            yaml.safe_dump(boot, f)
+
+
+VARIANTS = {
+    "istio-wasmplugin": (istio_wasmplugin_filter, False),
+    "eg-extension-policy": (eg_extension_policy_filter, False),
+    "istio-model-routing-envoyfilter": (istio_envoyfilter_filter, True),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_module_runs_as_each_controller_configures_it(variant):
+    build, model_routing = VARIANTS[variant]
+    typed_config = build()
+    assert "allow_on_headers_stop_iteration" in typed_config["config"] or not model_routing
+    with TranslatedTopology(typed_config, env={SALT_ENV: SALT_VALUE}) as gw:
+        # Chat, on the chat route: 200 from the 90/10 canary, identity headers upstream.
+        r = call(gw, "/v1/chat/completions", chat_body())
+        assert r.status_code == 200, r.text
+        assert r.headers["x-backend"] in ("chat-llama3-8b-v1", "chat-llama3-8b-v2")
+        received = json.loads(r.headers["x-mock-received"])
+        assert received["x-ai-tenant"] == ["tenant-a"]
+
+        # The model named in the body picks the backend only with header hold; without
+        # it the path decides (and no model header reaches the backend).
+        r = call(gw, "/v1/chat/completions", chat_body(model="bge-small"))
+        assert r.status_code == 200, r.text
+        received = json.loads(r.headers["x-mock-received"])
+        if model_routing:
+            assert r.headers["x-backend"] == "embed-bge-small-v1"
+            assert received["x-ai-model"] == ["bge-small"]
+        else:
+            assert r.headers["x-backend"] in ("chat-llama3-8b-v1", "chat-llama3-8b-v2")
+            assert "x-ai-model" not in received
+
+        # A client cannot pick the backend with the model header either way.
+        r = call(gw, "/v1/embeddings", {"model": "bge-small", "input": "hi"},
+                 headers={"x-ai-model": "llama3-8b", "X-Gateway-Model-Name": "llama3-8b"})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-backend"] == "embed-bge-small-v1"
+
+        # The manifest's configuration is the one in force: tenant-b may only embed.
+        assert call(gw, "/v1/chat/completions", chat_body(model="bge-small"), host=HOST_B, key=KEY_B).status_code == 403
+        assert call(gw, "/v1/embeddings", {"model": "bge-small", "input": "x"}, host=HOST_B, key=KEY_B).status_code == 200
+        assert call(gw, "/v1/models", key="sk-not-a-key").status_code == 401
+
+        # The salt reached the VM from the environment: prompts are fingerprinted.
+        records, _ = gw.wait_records(6)
+        chats = [rec for rec in records if rec.get("route") == "/v1/chat/completions" and rec.get("http_status") == 200]
+        assert chats and all(re.fullmatch(r"[0-9a-f]{64}", rec["prompt_sha256"] or "") for rec in chats), chats
+
+
+# --- func-e / plain Envoy -------------------------------------------------------------
+
+def test_committed_envoy_yaml_is_a_fresh_render():
+    with tempfile.TemporaryDirectory(prefix="envoy-yaml-") as tmp:
+        out = os.path.join(tmp, "envoy.yaml")
+        make("envoy-yaml", f"ENVOY_YAML={out}")
+        with open(out) as fresh, open(os.path.join(ROOT, "envoy-demo", "envoy.yaml")) as committed:
+            assert committed.read() == fresh.read(), (
+                "envoy-demo/envoy.yaml is stale: run `make envoy-yaml` and commit it")
+
+
+def test_committed_envoy_yaml_validates_from_the_repo_root():
+    """What `func-e run -c envoy-demo/envoy.yaml` needs: Envoy accepts the bootstrap with
+    the paths resolved from the repository root (the module is loaded and configured)."""
+    assert os.path.exists(launcher.ENVOY), f"{launcher.ENVOY} missing: run `make deps`"
+    assert os.path.exists(launcher.WASM), f"{launcher.WASM} missing: run `make build`"
+    with open(os.path.join(ROOT, "envoy-demo", "envoy.yaml")) as f:
+        text = f.read()
+    for path in re.findall(r'(?:filename|path): "([^"]+)"', text):
+        assert not os.path.isabs(path), f"absolute path in the committed bootstrap: {path}"
+    proc = subprocess.run([launcher.ENVOY, "-c", "envoy-demo/envoy.yaml", "--mode", "validate",
+                           "--use-dynamic-base-id"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, SALT_ENV: SALT_VALUE})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "configuration 'envoy-demo/envoy.yaml' OK" in proc.stdout + proc.stderr
