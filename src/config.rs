@@ -131,6 +131,11 @@ pub struct JwtSpec {
 pub struct IdentitySpec {
     #[serde(default)]
     pub jwt: Option<JwtSpec>,
+    /// Pass the client's `Authorization` / `x-api-key` / `api-key` on to the backend.
+    /// Off by default: tenant keys are gateway credentials, and a model server that logs
+    /// request headers would otherwise collect every tenant's key.
+    #[serde(default)]
+    pub forward_credentials: bool,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -300,6 +305,7 @@ pub struct Config {
     pub tenants: Vec<Tenant>,
     pub keys: DigestMap<Principal>,
     pub jwt: Option<JwtSpec>,
+    pub forward_credentials: bool,
     /// Hostname -> the tenant it is bound to.
     pub host_owner: HashMap<String, usize>,
     pub jwt_claims: HashMap<String, usize>,
@@ -352,13 +358,39 @@ pub fn parse_spec(bytes: &[u8]) -> Result<ConfigSpec, String> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let msg = strip_position(&inner.to_string());
+        let msg = mask_values(&strip_position(&inner.to_string()));
         if path.is_empty() || path == "." {
             format!("configuration: {msg}")
         } else {
             format!("{path}: {msg}")
         }
     })
+}
+
+/// serde echoes the offending value (`invalid type: string "sk-…"`, `unknown variant `x``):
+/// a key pasted into the wrong field must not reach Envoy's log, so values are elided.
+/// Field names (`unknown field`, `expected one of`) stay: they are what the user fixes.
+fn mask_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut in_quotes = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if in_quotes {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            in_quotes = !in_quotes;
+        } else if !in_quotes {
+            out.push(c);
+        }
+    }
+    if let Some(rest) = out.strip_prefix("unknown variant `") {
+        if let Some(end) = rest.find('`') {
+            return format!("unknown variant `…`{}", rest.get(end + 1..).unwrap_or(""));
+        }
+    }
+    out
 }
 
 /// serde_json appends " at line 1 column 42"; the field path says more.

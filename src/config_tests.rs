@@ -219,6 +219,22 @@ fn salt_from_environment() {
 }
 
 #[test]
+fn errors_never_echo_values() {
+    let mut v = base();
+    v["tenants"][0]["api_keys"] = serde_json::json!(["sk-live-SECRETSECRET"]);
+    let e = err(&v);
+    assert!(e.starts_with("tenants[0].api_keys[0]: invalid type"), "{e}");
+    assert!(!e.contains("SECRETSECRET"), "{e}");
+    let mut v = base();
+    v["quota_failure_mode"] = "sk-live-SECRETSECRET".into();
+    let e = err(&v);
+    assert!(e.contains("quota_failure_mode: unknown variant"), "{e}");
+    assert!(e.contains("expected `open` or `closed`"), "{e}");
+    assert!(!e.contains("SECRETSECRET"), "{e}");
+    assert!(!parse(&base()).unwrap().forward_credentials);
+}
+
+#[test]
 fn empty_and_garbage_inputs() {
     assert!(Config::parse(b"", &env_none).unwrap_err().contains("empty"));
     assert!(Config::parse(b"   ", &env_none)

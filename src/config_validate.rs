@@ -269,6 +269,7 @@ pub fn build(spec: ConfigSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<C
         models,
         tenants,
         keys,
+        forward_credentials: spec.identity.forward_credentials,
         jwt: spec.identity.jwt,
         host_owner: hosts,
         jwt_claims,

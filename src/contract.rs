@@ -55,6 +55,8 @@ pub mod header {
     pub const AUTHORIZATION: &str = "authorization";
     pub const X_API_KEY: &str = "x-api-key";
     pub const AZURE_API_KEY: &str = "api-key";
+    /// Removed before forwarding unless `identity.forward_credentials` is set.
+    pub const CREDENTIALS: [&str; 3] = [AUTHORIZATION, X_API_KEY, AZURE_API_KEY];
 
     pub const REQUEST_ID: &str = "x-request-id";
     pub const WWW_AUTHENTICATE: &str = "www-authenticate";

@@ -13,6 +13,15 @@ def test_valid_key_gets_200_and_tenant_header_upstream(demo):
     assert received["x-ai-subject"] == ["svc:agent-platform"]
 
 
+def test_credentials_stay_at_the_gateway(demo):
+    for headers in ({}, {"x-api-key": "sk-tenant-a-demo"}, {"api-key": "sk-tenant-a-demo"}):
+        r = call(demo, "/v1/chat/completions", chat_body(), headers=headers)
+        assert r.status_code == 200, r.text
+        received = json.loads(r.headers["x-mock-received"])
+        for name in ("authorization", "x-api-key", "api-key"):
+            assert name not in received, (headers, received)
+
+
 def test_missing_key_is_401_openai_shaped(demo):
     r = call(demo, "/v1/chat/completions", chat_body(), key=None)
     err = assert_openai_error(r, 401, "missing_credentials")

@@ -69,6 +69,12 @@ impl Http {
             let _ = abi::set_header(REQUEST_HEADERS, header::TENANT, tenant);
             let _ = abi::set_header(REQUEST_HEADERS, header::SUBJECT, &id.subject);
         }
+        if !cfg.forward_credentials {
+            // Gateway credentials stay at the gateway (see `identity.forward_credentials`).
+            for name in header::CREDENTIALS {
+                let _ = abi::remove_header(REQUEST_HEADERS, name);
+            }
+        }
     }
 
     /// Charge the quota for this stage; a refusal becomes a 429 (or 503 when closed).

@@ -23,6 +23,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Echoed request-header prefixes: what the gateway let through to the backend.
 const ECHO_PREFIXES: [&str; 3] = ["x-ai-", "x-gateway-", "x-envoy-"];
+/// Credential headers are echoed as `["present"]` only (never their values), so tests can
+/// check whether the gateway passed client credentials on.
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
 
 static X_BACKEND: HeaderName = HeaderName::from_static("x-backend");
 static X_RECEIVED: HeaderName = HeaderName::from_static("x-mock-received");
@@ -454,7 +457,9 @@ fn received_header(headers: &HeaderMap) -> HeaderValue {
     let mut seen: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (name, value) in headers {
         let n = name.as_str();
-        if ECHO_PREFIXES.iter().any(|p| n.starts_with(p)) {
+        if CREDENTIAL_HEADERS.contains(&n) {
+            seen.entry(n).or_default().push("present".to_string());
+        } else if ECHO_PREFIXES.iter().any(|p| n.starts_with(p)) {
             seen.entry(n)
                 .or_default()
                 .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
