@@ -170,6 +170,10 @@ pub struct Routing {
     /// Needs `allow_on_headers_stop_iteration: true` in the Wasm filter config.
     #[serde(default = "yes")]
     pub hold_headers_for_body: bool,
+    /// A held request that gets no body callback within this time is resumed (routing by
+    /// path), so a host without `allow_on_headers_stop_iteration` never hangs a request.
+    #[serde(default = "default_hold_timeout")]
+    pub hold_timeout_ms: u64,
 }
 
 impl Default for Routing {
@@ -177,8 +181,13 @@ impl Default for Routing {
         Routing {
             model_header: true,
             hold_headers_for_body: true,
+            hold_timeout_ms: default_hold_timeout(),
         }
     }
+}
+
+fn default_hold_timeout() -> u64 {
+    500
 }
 
 /// The configuration exactly as users write it.

@@ -236,6 +236,9 @@ pub fn build(spec: ConfigSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<C
             );
         }
     }
+    if !(10..=60_000).contains(&spec.routing.hold_timeout_ms) {
+        return Err("routing.hold_timeout_ms: must be between 10 and 60000".to_string());
+    }
     if spec.limits.max_request_body_bytes == 0 {
         return Err("limits.max_request_body_bytes: must be > 0".to_string());
     }

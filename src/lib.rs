@@ -11,6 +11,7 @@ pub mod cost;
 pub mod deny;
 pub mod digest;
 pub mod exchange;
+pub mod hold_watch;
 pub mod identity;
 pub mod metrics;
 pub mod openai;

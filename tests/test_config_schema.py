@@ -563,7 +563,7 @@ def test_schema_enums_are_exactly_the_filter_variants():
         for key in path:
             node = node[key]
         variants = node["enum"] if "enum" in node else node["anyOf"][0]["enum"]
-        assert not ok and "unknown variant `zz`" in msg, msg
+        assert not ok and "unknown variant `…`" in msg and "zz" not in msg, msg
         assert expected_names(msg) == set(variants), msg
 
 

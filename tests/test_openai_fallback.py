@@ -86,3 +86,28 @@ def test_streams_without_injection_are_estimated(gw):
     assert rec["usage_estimated"] is True
     assert rec["completion_tokens"] == estimate_tokens(streamed_text(events))
     assert rec["ttft_ms"] is not None and rec["ttft_ms"] <= rec["latency_ms"]
+
+
+@pytest.fixture(scope="module")
+def gw_default_hold():
+    """The default configuration (hold on) on a host that does not allow header hold."""
+    with PatchedTopology(patch=without_header_hold, plugin_config=demo_config(), concurrency=1) as topo:
+        yield topo
+
+
+def test_default_hold_never_hangs_on_a_host_without_the_flag(gw_default_hold):
+    gw = gw_default_hold
+    # The first requests are held, get no body callback, and are rescued by the tick;
+    # after a few rescues the worker stops holding. None of them may hang (the client
+    # timeout is a guard against a hang, not a timing assertion).
+    for i in range(8):
+        rid = new_rid()
+        r = call(gw, CHAT, chat_body(f"rescue {i}"), headers={"x-request-id": rid}, timeout=20)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-backend"].startswith("chat-llama3-8b-")
+        rec, _ = record_for(gw, rid)
+        assert rec["tenant"] == "tenant-a" and rec["prompt_tokens"] == 2
+    # Body rules are enforced on rescued and unheld requests alike.
+    r = call(gw, CHAT, chat_body(model="not-a-model"), timeout=20)
+    assert_openai_error(r, 403, "model_forbidden")
+    assert "does not allow header hold" in gw.envoy_output()

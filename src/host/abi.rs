@@ -108,6 +108,9 @@ extern "C" {
         out: *mut *mut u8,
         out_size: *mut usize,
     ) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_continue_stream(stream: u32) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, out_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_record_metric(id: u32, value: u64) -> u32;
@@ -289,6 +292,20 @@ pub fn call_foreign_function(name: &str, args: &[u8]) -> HostResult<Option<Vec<u
         )
     })?;
     Ok(unsafe { take(ptr, len) })
+}
+
+pub fn set_tick_period_ms(period: u32) -> HostResult<()> {
+    check(unsafe { proxy_set_tick_period_milliseconds(period) })
+}
+
+/// Make `context_id` the context later calls apply to (from a root-context tick).
+pub fn set_effective_context(context_id: u32) -> HostResult<()> {
+    check(unsafe { proxy_set_effective_context(context_id) })
+}
+
+/// Resume a request the filter paused.
+pub fn resume_http_request() -> HostResult<()> {
+    check(unsafe { proxy_continue_stream(0) })
 }
 
 pub fn define_metric(kind: u32, name: &str) -> HostResult<u32> {

@@ -9,7 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::abi::{self, REQUEST_BODY, REQUEST_HEADERS, RESPONSE_BODY, RESPONSE_HEADERS};
-use super::{metrics, store::HostStore};
+use super::{hold, metrics, store::HostStore};
 use crate::config::Config;
 use crate::contract::{header, state};
 use crate::deny::Denial;
@@ -18,6 +18,7 @@ use crate::quota_flow::{QuotaState, Stage};
 use crate::record::to_json;
 
 pub struct Http {
+    id: u32,
     cfg: Option<Rc<Config>>,
     ex: Exchange,
     /// Request headers are held back until the body is read.
@@ -30,9 +31,10 @@ pub struct Http {
 }
 
 impl Http {
-    pub fn new(cfg: Option<Rc<Config>>) -> Http {
+    pub fn new(id: u32, cfg: Option<Rc<Config>>) -> Http {
         let now = abi::now_ms();
         Http {
+            id,
             cfg,
             ex: Exchange::new(now),
             held: false,
@@ -140,8 +142,10 @@ impl Http {
             HeadersAction::ReadBody { hold } => {
                 self.set_identity_headers(&cfg);
                 self.reading_body = true;
-                self.held = hold;
-                if hold {
+                // On a worker where holding proved impossible, route by path at once.
+                self.held = hold && hold::should_hold();
+                if self.held {
+                    hold::begin(self.id);
                     Action::Pause
                 } else {
                     Action::Continue
@@ -156,6 +160,10 @@ impl Http {
         };
         if !self.reading_body || self.local_reply {
             return Action::Continue;
+        }
+        if self.held && hold::body_arrived(self.id) {
+            // Rescued by the hold watch: the headers already went upstream unchanged.
+            self.held = false;
         }
         if !end_of_stream {
             if let Some(d) = self.ex.on_partial_body(&cfg, body_size) {
@@ -229,6 +237,7 @@ impl Http {
     }
 
     fn finish(&mut self) {
+        hold::end(self.id);
         let Some(cfg) = self.cfg.clone() else {
             return;
         };

@@ -2,6 +2,7 @@
 //! Envoy knows, hands it to the functional core, and carries out the core's decisions.
 
 pub mod abi;
+mod hold;
 mod http;
 mod logger;
 mod metrics;

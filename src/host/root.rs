@@ -7,6 +7,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use super::abi;
+use super::hold;
 use super::http::Http;
 use crate::config::Config;
 
@@ -37,6 +38,15 @@ impl RootContext for Root {
                     cfg.routes.len(),
                     cfg.models.len()
                 );
+                // The hold watch needs a tick only while headers may be held.
+                let tick = if cfg.routing.hold_headers_for_body {
+                    hold::TICK_MS
+                } else {
+                    0
+                };
+                if abi::set_tick_period_ms(tick).is_err() {
+                    log::warn!("no timer: held requests cannot be rescued on this worker");
+                }
                 // Requests in flight keep the configuration they started with.
                 self.config = Some(Rc::new(cfg));
                 true
@@ -49,8 +59,14 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http::new(self.config.clone())))
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http::new(context_id, self.config.clone())))
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(cfg) = &self.config {
+            hold::rescue_overdue(cfg.routing.hold_timeout_ms);
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
