@@ -327,7 +327,26 @@ impl Exchange {
             self.prompt_sha256 = Some(crate::redact::prompt_fingerprint(salt, pieces.iter()));
         }
         if cfg.preview_chars > 0 {
-            let text = pieces.join("\n");
+            // The preview scans at most 4 bytes a char plus a margin; joining a 1 MB
+            // prompt just to cut it would copy it for nothing.
+            let cap = cfg.preview_chars.saturating_mul(4).saturating_add(4_360);
+            let mut text = String::new();
+            for (i, p) in pieces.iter().enumerate() {
+                if text.len() >= cap {
+                    break;
+                }
+                if i > 0 {
+                    text.push('\n');
+                }
+                text.push_str(p);
+            }
+            if text.len() > cap {
+                let mut end = cap;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+            }
             self.prompt_preview = Some(crate::redact::redacted_preview(
                 &text,
                 cfg.preview_chars,
@@ -359,6 +378,11 @@ impl Exchange {
         } else {
             ResponseScan::None
         };
+    }
+
+    /// Whether response body bytes are worth copying out of Envoy (a usage scan is on).
+    pub fn observes_response_body(&self) -> bool {
+        !matches!(self.scan, ResponseScan::None)
     }
 
     /// A response body chunk passing through (never held back).

@@ -226,6 +226,10 @@ impl Http {
         if self.local_reply {
             return Action::Continue;
         }
+        if !self.ex.observes_response_body() {
+            self.ex.on_response_chunk(&[], end_of_stream, abi::now_ms());
+            return Action::Continue;
+        }
         // The chunk is observed, never held: streams reach the client as they arrive.
         let chunk = abi::get_buffer(RESPONSE_BODY, 0, body_size)
             .ok()
