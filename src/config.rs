@@ -47,6 +47,17 @@ impl TrafficClass {
     }
 }
 
+/// Which filter-state keys `on_log` writes. Each key is one host call (a few µs in V8).
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterStateMode {
+    /// The two records plus one key per record field, for custom access-log formats.
+    #[default]
+    Full,
+    /// Only `ai.record`, `ai.audit`, `ai.tenant` and `ai.tokens_total`.
+    Records,
+}
+
 /// What to do when the shared quota store fails (not when a quota is exhausted).
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -213,6 +224,8 @@ pub struct ConfigSpec {
     pub quota_failure_mode: FailureMode,
     #[serde(default)]
     pub redaction: RedactionConfig,
+    #[serde(default)]
+    pub filter_state: FilterStateMode,
 }
 
 fn yes() -> bool {
@@ -322,6 +335,7 @@ pub struct Config {
     pub limits: Limits,
     pub routing: Routing,
     pub quota_failure_mode: FailureMode,
+    pub filter_state: FilterStateMode,
     pub redactor: Redactor,
     pub preview_chars: usize,
     /// HMAC key for `prompt_sha256`; without one no fingerprint is written.

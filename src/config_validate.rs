@@ -280,6 +280,7 @@ pub fn build(spec: ConfigSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<C
         limits: spec.limits,
         routing: spec.routing,
         quota_failure_mode: spec.quota_failure_mode,
+        filter_state: spec.filter_state,
         preview_chars: spec.redaction.prompt_preview_chars,
         redactor,
         fingerprint_salt: salt,

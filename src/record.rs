@@ -4,6 +4,9 @@
 
 use serde::Serialize;
 
+use crate::config::FilterStateMode;
+use crate::contract::state;
+
 /// Gateway log contract, one JSON object per request (`wasm.ai.record`).
 /// Unknown values are `null`, never omitted, so every line has the same fields.
 #[derive(Serialize, Debug, Clone, Default, PartialEq)]
@@ -54,6 +57,54 @@ pub struct AuditRecord {
     pub hostname: Option<String>,
     pub auth_source: Option<&'static str>,
     pub http_status: Option<u16>,
+}
+
+/// The filter-state entries written in `on_log`: the two records, the keys the global
+/// rate limit composition needs, and (in `full` mode) one key per record field.
+pub fn state_entries(
+    g: &GatewayRecord,
+    a: &AuditRecord,
+    tokens_total: u64,
+    mode: FilterStateMode,
+) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = Vec::with_capacity(24);
+    let mut opt = |key: &'static str, v: Option<String>| {
+        if let Some(v) = v {
+            out.push((key, v));
+        }
+    };
+    opt(state::RECORD, Some(to_json(g)));
+    opt(state::AUDIT, Some(to_json(a)));
+    opt(state::TENANT, g.tenant.clone());
+    opt(state::TOKENS_TOTAL, Some(tokens_total.to_string()));
+    if mode == FilterStateMode::Records {
+        return out;
+    }
+    let s = |v: &Option<String>| v.clone();
+    let n = |v: Option<u64>| v.map(|x| x.to_string());
+    opt(state::REQUEST_ID, s(&g.request_id));
+    opt(state::SUBJECT, s(&a.subject));
+    opt(state::HOSTNAME, s(&g.hostname));
+    opt(state::ROUTE, s(&g.route));
+    opt(state::MODEL, s(&g.model));
+    opt(state::MODEL_ROUTE, s(&g.model_route));
+    opt(state::STREAM, g.stream.map(|b| b.to_string()));
+    opt(state::HTTP_STATUS, g.http_status.map(|x| x.to_string()));
+    opt(state::LATENCY_MS, n(g.latency_ms));
+    opt(state::TTFT_MS, n(g.ttft_ms));
+    opt(state::PROMPT_TOKENS, n(g.prompt_tokens));
+    opt(state::COMPLETION_TOKENS, n(g.completion_tokens));
+    opt(state::COST_USD, g.estimated_cost_usd.map(|x| x.to_string()));
+    opt(state::GATEWAY_BACKEND, s(&g.gateway_backend));
+    opt(state::TRAFFIC_CLASS, g.traffic_class.map(str::to_string));
+    opt(
+        state::USAGE_ESTIMATED,
+        g.usage_estimated.map(|b| b.to_string()),
+    );
+    opt(state::PROMPT_SHA256, s(&g.prompt_sha256));
+    opt(state::DECISION, Some(a.decision.to_string()));
+    opt(state::REASON, a.reason.map(str::to_string));
+    out
 }
 
 pub fn to_json<T: Serialize>(record: &T) -> String {
@@ -135,6 +186,36 @@ mod tests {
             ..Default::default()
         };
         assert!(!to_json(&allow).contains("reason"));
+    }
+
+    #[test]
+    fn state_entries_by_mode() {
+        let g = GatewayRecord {
+            tenant: Some("tenant-a".into()),
+            http_status: Some(200),
+            ttft_ms: None,
+            ..Default::default()
+        };
+        let a = AuditRecord {
+            decision: "allow",
+            ..Default::default()
+        };
+        let keys = |mode| {
+            state_entries(&g, &a, 42, mode)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(FilterStateMode::Records),
+            vec!["ai.record", "ai.audit", "ai.tenant", "ai.tokens_total"]
+        );
+        let full = keys(FilterStateMode::Full);
+        assert!(full.contains(&"ai.http_status") && full.contains(&"ai.decision"));
+        assert!(!full.contains(&"ai.ttft_ms"), "unknown values are not set");
+        let entries = state_entries(&g, &a, 42, FilterStateMode::Full);
+        assert!(entries.contains(&("ai.tokens_total", "42".to_string())));
+        assert!(entries.contains(&("ai.http_status", "200".to_string())));
     }
 
     #[test]

@@ -11,11 +11,11 @@ use proxy_wasm::types::Action;
 use super::abi::{self, REQUEST_BODY, REQUEST_HEADERS, RESPONSE_BODY, RESPONSE_HEADERS};
 use super::{hold, metrics, store::HostStore};
 use crate::config::Config;
-use crate::contract::{header, state};
+use crate::contract::header;
 use crate::deny::Denial;
 use crate::exchange::{BodyAction, End, Exchange, HeadersAction, RequestHead};
 use crate::quota_flow::{QuotaState, Stage};
-use crate::record::to_json;
+use crate::record::state_entries;
 
 pub struct Http {
     id: u32,
@@ -28,6 +28,8 @@ pub struct Http {
     quota: QuotaState,
     /// Nanoseconds spent inside this filter's callbacks (gateway-side cost).
     busy_ns: u64,
+    /// Credential headers the client sent (removed before forwarding).
+    credential_headers: Vec<&'static str>,
 }
 
 impl Http {
@@ -42,6 +44,7 @@ impl Http {
             local_reply: false,
             quota: QuotaState::default(),
             busy_ns: 0,
+            credential_headers: Vec::new(),
         }
     }
 
@@ -73,7 +76,7 @@ impl Http {
         }
         if !cfg.forward_credentials {
             // Gateway credentials stay at the gateway (see `identity.forward_credentials`).
-            for name in header::CREDENTIALS {
+            for name in &self.credential_headers {
                 let _ = abi::remove_header(REQUEST_HEADERS, name);
             }
         }
@@ -110,9 +113,18 @@ impl Http {
             Err(_) => return self.reply(&Denial::invalid_credentials(), &[]),
         };
         // Anti-spoofing: nothing the client sends may pose as the filter's own headers.
+        // Only headers actually present are removed: each host call costs a VM exit.
+        let present = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
         for name in header::TRUSTED {
-            let _ = abi::remove_header(REQUEST_HEADERS, name);
+            if present(name) {
+                let _ = abi::remove_header(REQUEST_HEADERS, name);
+            }
         }
+        self.credential_headers = header::CREDENTIALS
+            .iter()
+            .copied()
+            .filter(|name| present(name))
+            .collect();
         let get = |name: &str| {
             headers
                 .iter()
@@ -288,52 +300,14 @@ impl Http {
             gateway.http_status,
             served,
         );
-        write_state(&gateway, &audit, settled);
+        // Filter state for access logs (`%FILTER_STATE(wasm.ai.<key>:PLAIN)%`).
+        for (key, value) in state_entries(&gateway, &audit, settled, cfg.filter_state) {
+            if let Err(e) = abi::set_property(&[key], value.as_bytes()) {
+                log::debug!("filter state {key} not written (host status {})", e.0);
+            }
+        }
         metrics::record(&cfg, &self.ex, &gateway, self.busy_ns);
     }
-}
-
-fn put(key: &str, value: &str) {
-    if let Err(e) = abi::set_property(&[key], value.as_bytes()) {
-        log::debug!("filter state {key} not written (host status {})", e.0);
-    }
-}
-
-fn put_opt<T: ToString>(key: &str, value: &Option<T>) {
-    if let Some(v) = value {
-        put(key, &v.to_string());
-    }
-}
-
-/// Filter state for access logs (`%FILTER_STATE(wasm.ai.<key>:PLAIN)%`).
-fn write_state(
-    g: &crate::record::GatewayRecord,
-    a: &crate::record::AuditRecord,
-    tokens_total: u64,
-) {
-    put(state::RECORD, &to_json(g));
-    put(state::AUDIT, &to_json(a));
-    put_opt(state::REQUEST_ID, &g.request_id);
-    put_opt(state::TENANT, &g.tenant);
-    put_opt(state::SUBJECT, &a.subject);
-    put_opt(state::HOSTNAME, &g.hostname);
-    put_opt(state::ROUTE, &g.route);
-    put_opt(state::MODEL, &g.model);
-    put_opt(state::MODEL_ROUTE, &g.model_route);
-    put_opt(state::STREAM, &g.stream);
-    put_opt(state::HTTP_STATUS, &g.http_status);
-    put_opt(state::LATENCY_MS, &g.latency_ms);
-    put_opt(state::TTFT_MS, &g.ttft_ms);
-    put_opt(state::PROMPT_TOKENS, &g.prompt_tokens);
-    put_opt(state::COMPLETION_TOKENS, &g.completion_tokens);
-    put_opt(state::COST_USD, &g.estimated_cost_usd);
-    put_opt(state::GATEWAY_BACKEND, &g.gateway_backend);
-    put_opt(state::TRAFFIC_CLASS, &g.traffic_class);
-    put_opt(state::USAGE_ESTIMATED, &g.usage_estimated);
-    put_opt(state::PROMPT_SHA256, &g.prompt_sha256);
-    put(state::DECISION, a.decision);
-    put_opt(state::REASON, &a.reason);
-    put(state::TOKENS_TOTAL, &tokens_total.to_string());
 }
 
 impl Context for Http {}
