@@ -25,8 +25,8 @@ pub fn should_hold() -> bool {
     with(false, |w| w.should_hold())
 }
 
-pub fn begin(id: u32) {
-    with((), |w| w.begin(id, abi::now_ms()));
+pub fn begin(id: u32, now_ms: u64) {
+    with((), |w| w.begin(id, now_ms));
 }
 
 /// True when the request was rescued: its headers already went upstream.

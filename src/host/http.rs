@@ -30,6 +30,8 @@ pub struct Http {
     busy_ns: u64,
     /// Credential headers the client sent (removed before forwarding).
     credential_headers: Vec<&'static str>,
+    /// Wall clock at the start of the current callback, ms.
+    now_ms: u64,
 }
 
 impl Http {
@@ -45,6 +47,7 @@ impl Http {
             quota: QuotaState::default(),
             busy_ns: 0,
             credential_headers: Vec::new(),
+            now_ms: now,
         }
     }
 
@@ -85,7 +88,7 @@ impl Http {
     /// Charge the quota for this stage; a refusal becomes a 429 (or 503 when closed).
     fn charge(&mut self, cfg: &Config, stage: Stage) -> Option<Action> {
         let store = HostStore;
-        let now = abi::now_ms();
+        let now = self.now_ms;
         match self.quota.reserve(cfg, &self.ex, &store, now, stage) {
             Ok(()) => None,
             Err((d, headers)) => {
@@ -97,6 +100,8 @@ impl Http {
 
     fn timed<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
         let t0 = abi::now_nanos();
+        // One clock read serves the whole callback (each read is a host call).
+        self.now_ms = t0 / 1_000_000;
         let out = f(self);
         self.busy_ns = self
             .busy_ns
@@ -148,7 +153,7 @@ impl Http {
                 if let Some(a) = self.charge(&cfg, Stage::Headers) {
                     return a;
                 }
-                self.ex.on_forwarded(abi::now_ms());
+                self.ex.on_forwarded(self.now_ms);
                 Action::Continue
             }
             HeadersAction::ReadBody { hold } => {
@@ -157,7 +162,7 @@ impl Http {
                 // On a worker where holding proved impossible, route by path at once.
                 self.held = hold && hold::should_hold();
                 if self.held {
-                    hold::begin(self.id);
+                    hold::begin(self.id, self.now_ms);
                     Action::Pause
                 } else {
                     Action::Continue
@@ -208,7 +213,7 @@ impl Http {
                         log::warn!("clear_route_cache unavailable (host status {})", e.0);
                     }
                 }
-                self.ex.on_forwarded(abi::now_ms());
+                self.ex.on_forwarded(self.now_ms);
                 Action::Continue
             }
         }
@@ -239,7 +244,7 @@ impl Http {
             return Action::Continue;
         }
         if !self.ex.observes_response_body() {
-            self.ex.on_response_chunk(&[], end_of_stream, abi::now_ms());
+            self.ex.on_response_chunk(&[], end_of_stream, self.now_ms);
             return Action::Continue;
         }
         // The chunk is observed, never held: streams reach the client as they arrive.
@@ -248,7 +253,7 @@ impl Http {
             .flatten()
             .unwrap_or_default();
         self.ex
-            .on_response_chunk(&chunk, end_of_stream, abi::now_ms());
+            .on_response_chunk(&chunk, end_of_stream, self.now_ms);
         Action::Continue
     }
 
@@ -283,8 +288,10 @@ impl Http {
         }
         let cluster = abi::get_property_string(&["xds", "cluster_name"]);
         let upstream = abi::get_property_string(&["upstream", "address"]);
-        let status =
-            abi::get_property_u64(&["response", "code"]).and_then(|c| u16::try_from(c).ok());
+        // The status seen in the response headers saves a property read.
+        let status = self.ex.response_status.or_else(|| {
+            abi::get_property_u64(&["response", "code"]).and_then(|c| u16::try_from(c).ok())
+        });
         let end = End {
             now_ms: abi::now_ms(),
             status: status.filter(|s| *s != 0),
@@ -326,7 +333,7 @@ impl HttpContext for Http {
             let action = s.response_headers();
             if end_of_stream {
                 // A response without a body ends here; no body callback follows.
-                s.ex.on_response_chunk(&[], true, abi::now_ms());
+                s.ex.on_response_chunk(&[], true, s.now_ms);
             }
             action
         })
