@@ -5,6 +5,31 @@
 /// Version of the filter-state / log contract. Bumped on any incompatible change.
 pub const CONTRACT_VERSION: u32 = 1;
 
+/// Every field of the gateway record (`wasm.ai.record`), in order: the tutorial's Step 6
+/// log contract plus `model`, `traffic_class`, `usage_estimated`, `prompt_sha256` and
+/// `stream_complete`. (`prompt_preview` appears only when previews are configured.)
+pub const GATEWAY_RECORD_FIELDS: [&str; 19] = [
+    "timestamp",
+    "request_id",
+    "tenant",
+    "hostname",
+    "route",
+    "model_route",
+    "stream",
+    "http_status",
+    "latency_ms",
+    "ttft_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "estimated_cost_usd",
+    "gateway_backend",
+    "model",
+    "traffic_class",
+    "usage_estimated",
+    "prompt_sha256",
+    "stream_complete",
+];
+
 /// Filter-state keys. `set_property(["ai.tenant"])` lands in Envoy's filter state as
 /// `wasm.ai.tenant`; access logs read it with `%FILTER_STATE(wasm.ai.tenant:PLAIN)%`.
 pub mod state {

@@ -877,27 +877,7 @@ fn served_end(now_ms: u64) -> End<'static> {
     }
 }
 
-const CONTRACT_FIELDS: [&str; 19] = [
-    "timestamp",
-    "request_id",
-    "tenant",
-    "hostname",
-    "route",
-    "model_route",
-    "stream",
-    "http_status",
-    "latency_ms",
-    "ttft_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "estimated_cost_usd",
-    "gateway_backend",
-    "model",
-    "traffic_class",
-    "usage_estimated",
-    "prompt_sha256",
-    "stream_complete",
-];
+use crate::contract::GATEWAY_RECORD_FIELDS as CONTRACT_FIELDS;
 
 fn as_json(rec: &GatewayRecord) -> serde_json::Map<String, Value> {
     let v: Value = serde_json::from_str(&crate::record::to_json(rec)).unwrap();

@@ -125,27 +125,7 @@ pub fn sanitize(value: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
-    const GATEWAY_FIELDS: [&str; 19] = [
-        "timestamp",
-        "request_id",
-        "tenant",
-        "hostname",
-        "route",
-        "model_route",
-        "stream",
-        "http_status",
-        "latency_ms",
-        "ttft_ms",
-        "prompt_tokens",
-        "completion_tokens",
-        "estimated_cost_usd",
-        "gateway_backend",
-        "model",
-        "traffic_class",
-        "usage_estimated",
-        "prompt_sha256",
-        "stream_complete",
-    ];
+    use crate::contract::GATEWAY_RECORD_FIELDS as GATEWAY_FIELDS;
 
     #[test]
     fn gateway_record_has_every_contract_field() {
