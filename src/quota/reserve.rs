@@ -111,6 +111,19 @@ pub struct ReserveOutcome {
     pub round_trips: u32,
 }
 
+impl ReserveOutcome {
+    /// An allowed outcome with room for `buckets` reports, before any bucket is read.
+    fn allowed(buckets: usize) -> ReserveOutcome {
+        ReserveOutcome {
+            verdict: ReserveVerdict::Allowed,
+            degraded: false,
+            reservation: None,
+            reports: Vec::with_capacity(buckets),
+            round_trips: 0,
+        }
+    }
+}
+
 /// Result of [`settle`] and [`peek`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[must_use]
@@ -135,13 +148,7 @@ where
     S: SharedStore + ?Sized,
 {
     let specs = config.buckets(req.prefix, req.tenant, req.model);
-    let mut out = ReserveOutcome {
-        verdict: ReserveVerdict::Allowed,
-        degraded: false,
-        reservation: None,
-        reports: Vec::with_capacity(specs.len()),
-        round_trips: 0,
-    };
+    let mut out = ReserveOutcome::allowed(specs.len());
     let mut charged: Vec<ChargedBucket> = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let cost = match spec.kind {
@@ -274,13 +281,7 @@ where
     S: SharedStore + ?Sized,
 {
     let specs = config.buckets(req.prefix, req.tenant, req.model);
-    let mut out = ReserveOutcome {
-        verdict: ReserveVerdict::Allowed,
-        degraded: false,
-        reservation: None,
-        reports: Vec::with_capacity(specs.len()),
-        round_trips: 0,
-    };
+    let mut out = ReserveOutcome::allowed(specs.len());
     peek_into(store, &specs, req.class, now_ms, &mut out);
     StoreOutcome {
         degraded: out.degraded,
