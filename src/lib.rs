@@ -1,27 +1,40 @@
-//! ai-gateway-filter: a Proxy-Wasm module for LLM inference gateways.
+//! ai-gateway-filter: the Proxy-Wasm host layer over `ai_gateway_core`.
 //!
-//! Everything outside `host/` is the functional core: plain Rust, no `proxy_wasm`,
-//! unit-tested natively. `host/` is the thin layer that talks to Envoy, compiled only for
-//! the Wasm target.
+//! The only code that talks to Envoy. Each callback reads what Envoy offers, hands it to
+//! the core's [`ai_gateway_core::lifecycle::Request`] once, and carries out the returned
+//! plan. Everything but the wire formats is compiled for the Wasm target only.
+//!
+//! - `abi`: the Proxy-Wasm imports used, every host status mapped to a `Result`.
+//! - `root`: configuration once per push; the hold watch's tick.
+//! - `http`: the per-request callbacks.
+//! - `effects`: carries out a plan.
+//! - `worker`, `store`, `metrics`, `logger`: the per-worker hold watch, shared data as the
+//!   quota store, metric ids, the `log` backend.
+//! - `wire`: the Proxy-Wasm map and path encodings (pure, tested natively).
 
-pub mod config;
-pub mod config_validate;
-pub mod contract;
-pub mod cost;
-pub mod deny;
-pub mod digest;
-pub mod exchange;
-pub mod hold_watch;
-pub mod identity;
-pub mod metrics;
-pub mod openai;
-pub mod quota;
-pub mod quota_flow;
-pub mod record;
-pub mod redact;
-pub mod route;
-pub mod timefmt;
 pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
-mod host;
+mod abi;
+#[cfg(target_arch = "wasm32")]
+mod effects;
+#[cfg(target_arch = "wasm32")]
+mod http;
+#[cfg(target_arch = "wasm32")]
+mod logger;
+#[cfg(target_arch = "wasm32")]
+mod metrics;
+#[cfg(target_arch = "wasm32")]
+mod root;
+#[cfg(target_arch = "wasm32")]
+mod store;
+#[cfg(target_arch = "wasm32")]
+mod worker;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    logger::init();
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::Root::default())
+    });
+}}

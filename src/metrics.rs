@@ -1,181 +1,50 @@
-//! Which metrics a finished request updates, as plain data. The host defines each
-//! (name, labels) series once per VM and increments or records it.
-//!
-//! Labels are encoded in the stat name as `.<label>=.=<value>;.;` and turned back into
-//! Prometheus labels by the bootstrap's `stats_tags`. Every label value comes from the
-//! configuration (tenants, routes), Envoy's own cluster names, a status code, or a fixed
-//! set — anything else becomes `unknown` — so clients cannot create series.
+//! Defines each metric series once per VM (ids cached) and updates it.
 
-use crate::contract::metric::{self, UNKNOWN};
-use crate::exchange::Exchange;
-use crate::record::GatewayRecord;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Histogram,
+use ai_gateway_core::metrics::{Kind, Observation};
+
+use crate::abi;
+
+/// Series are bounded by the configuration (see `ai_gateway_core::metrics`), so this map
+/// is too; the cap is a second line of defence.
+const MAX_SERIES: usize = 100_000;
+
+thread_local! {
+    // One VM per worker thread, single-threaded: a thread-local cache needs no locking.
+    static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observation {
-    pub name: String,
-    pub kind: Kind,
-    pub value: u64,
-}
-
-/// `base.label=.=value;.;.label2=.=value2;.;`
-pub fn series_name(base: &str, labels: &[(&str, &str)]) -> String {
-    let mut s = String::with_capacity(base.len() + labels.len() * 32);
-    s.push_str(base);
-    for (k, v) in labels {
-        s.push('.');
-        s.push_str(k);
-        s.push_str("=.=");
-        s.push_str(v);
-        s.push_str(";.;");
-    }
-    s
-}
-
-fn counter(base: &str, labels: &[(&str, &str)], value: u64) -> Observation {
-    Observation {
-        name: series_name(base, labels),
-        kind: Kind::Counter,
-        value,
-    }
-}
-
-fn histogram(base: &str, labels: &[(&str, &str)], value: u64) -> Observation {
-    Observation {
-        name: series_name(base, labels),
-        kind: Kind::Histogram,
-        value,
-    }
-}
-
-/// Status codes are bounded by HTTP (100-599); anything else is `unknown`.
-fn status_label(status: Option<u16>) -> String {
-    match status {
-        Some(s) if (100..600).contains(&s) => s.to_string(),
-        _ => UNKNOWN.to_string(),
-    }
-}
-
-/// Everything one finished request contributes.
-pub fn observations(ex: &Exchange, rec: &GatewayRecord, busy_ns: u64) -> Vec<Observation> {
-    let tenant = rec.tenant.as_deref().unwrap_or(UNKNOWN);
-    let route = rec.route.as_deref().unwrap_or(UNKNOWN);
-    let model_route = rec.model_route.as_deref().unwrap_or(UNKNOWN);
-    let status = status_label(rec.http_status);
-    let trm = [
-        ("tenant", tenant),
-        ("route", route),
-        ("model_route", model_route),
-    ];
-
-    let mut out = Vec::with_capacity(12);
-    out.push(counter(
-        metric::REQUESTS_TOTAL,
-        &[
-            ("tenant", tenant),
-            ("route", route),
-            ("model_route", model_route),
-            ("status", &status),
-        ],
-        1,
-    ));
-    if let Some(ms) = rec.latency_ms {
-        out.push(histogram(metric::REQUEST_DURATION_MS, &trm, ms));
-    }
-    if let (Some(start), Some(end)) = (ex.upstream_start_ms, ex.response_end_ms) {
-        out.push(histogram(
-            metric::UPSTREAM_DURATION_MS,
-            &trm,
-            end.saturating_sub(start),
-        ));
-    }
-    out.push(histogram(
-        metric::FILTER_DURATION_US,
-        &[("route", route)],
-        busy_ns / 1000,
-    ));
-    if let Some(ttft) = rec.ttft_ms {
-        out.push(histogram(metric::TTFT_MS, &trm, ttft));
-    }
-    let tm = [("tenant", tenant), ("model_route", model_route)];
-    if let Some(p) = rec.prompt_tokens.filter(|p| *p > 0) {
-        out.push(counter(
-            metric::TOKENS_TOTAL,
-            &[tm[0], tm[1], ("type", "prompt")],
-            p,
-        ));
-    }
-    if let Some(c) = rec.completion_tokens.filter(|c| *c > 0) {
-        out.push(counter(
-            metric::TOKENS_TOTAL,
-            &[tm[0], tm[1], ("type", "completion")],
-            c,
-        ));
-    }
-    if let Some(micros) = rec
-        .estimated_cost_usd
-        .map(crate::cost::to_micros)
-        .filter(|m| *m > 0)
-    {
-        out.push(counter(metric::COST_USD_MICROS_TOTAL, &tm, micros));
-    }
-    if let Some(d) = &ex.denial {
-        match d.reason {
-            "quota_requests" | "quota_tokens" => {
-                let kind = if d.reason == "quota_requests" {
-                    "requests"
-                } else {
-                    "tokens"
-                };
-                out.push(counter(
-                    metric::QUOTA_REJECTIONS_TOTAL,
-                    &[("tenant", tenant), ("kind", kind)],
-                    1,
-                ));
-            }
-            "missing_credentials"
-            | "invalid_credentials"
-            | "conflicting_credentials"
-            | "host_mismatch"
-            | "route_forbidden"
-            | "model_forbidden" => {
-                out.push(counter(
-                    metric::AUTH_DENIALS_TOTAL,
-                    &[("reason", d.reason)],
-                    1,
-                ));
-            }
-            _ => {}
+fn id_for(name: &str, kind: Kind) -> Option<u32> {
+    IDS.with(|ids| {
+        let mut ids = ids.try_borrow_mut().ok()?;
+        if let Some(id) = ids.get(name) {
+            return Some(*id);
         }
-    }
-    out
+        if ids.len() >= MAX_SERIES {
+            return None;
+        }
+        let k = match kind {
+            Kind::Counter => abi::METRIC_COUNTER,
+            Kind::Histogram => abi::METRIC_HISTOGRAM,
+        };
+        let id = abi::define_metric(k, name).ok()?;
+        ids.insert(name.to_string(), id);
+        Some(id)
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn name_encoding() {
-        assert_eq!(
-            series_name(
-                "ai_gateway_requests_total",
-                &[("tenant", "a"), ("status", "200")]
-            ),
-            "ai_gateway_requests_total.tenant=.=a;.;.status=.=200;.;"
-        );
-    }
-
-    #[test]
-    fn status_bounded() {
-        assert_eq!(status_label(Some(200)), "200");
-        assert_eq!(status_label(Some(0)), "unknown");
-        assert_eq!(status_label(Some(999)), "unknown");
-        assert_eq!(status_label(None), "unknown");
+pub fn record(observations: &[Observation]) {
+    for obs in observations {
+        let Some(id) = id_for(&obs.name, obs.kind) else {
+            continue;
+        };
+        match obs.kind {
+            Kind::Counter => {
+                abi::increment_metric(id, i64::try_from(obs.value).unwrap_or(i64::MAX))
+            }
+            Kind::Histogram => abi::record_metric(id, obs.value),
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! salt in the environment. Errors are fine; panics are not.
 #![no_main]
 
-use ai_gateway_filter::config::Config;
+use ai_gateway_core::config::Config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -10,8 +10,8 @@
 
 use std::sync::OnceLock;
 
-use ai_gateway_filter::config::Config;
-use ai_gateway_filter::identity::{check_host, identify, Source};
+use ai_gateway_core::config::Config;
+use ai_gateway_core::identity::{check_host, identify, Source};
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 

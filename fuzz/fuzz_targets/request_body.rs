@@ -8,7 +8,7 @@
 //!   as `with_include_usage` (as documented).
 #![no_main]
 
-use ai_gateway_filter::openai::request::{
+use ai_gateway_core::openai::request::{
     parse_request, with_include_usage, with_include_usage_parsed, Api,
 };
 use libfuzzer_sys::fuzz_target;

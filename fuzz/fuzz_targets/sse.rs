@@ -6,7 +6,7 @@
 //! content is reported at most once.
 #![no_main]
 
-use ai_gateway_filter::openai::sse::{SseScanner, StreamSummary};
+use ai_gateway_core::openai::sse::{SseScanner, StreamSummary};
 use libfuzzer_sys::fuzz_target;
 
 fn run(limit: usize, stream: &[u8], cuts: &mut dyn FnMut(usize) -> usize) -> StreamSummary {

@@ -5,7 +5,7 @@
 //! complete JSON object body is the one `serde_json` sees at its top level.
 #![no_main]
 
-use ai_gateway_filter::openai::usage::{JsonUsageScanner, Usage};
+use ai_gateway_core::openai::usage::{JsonUsageScanner, Usage};
 use libfuzzer_sys::fuzz_target;
 
 fn scan(limit: usize, body: &[u8], chunk: usize) -> (Option<Usage>, bool) {

@@ -15,12 +15,12 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::process::ExitCode;
 
-use ai_gateway_filter::config::Config;
-use ai_gateway_filter::exchange::{BodyAction, End, Exchange, HeadersAction, RequestHead};
-use ai_gateway_filter::metrics::observations;
-use ai_gateway_filter::quota::{SharedStore, StoreError};
-use ai_gateway_filter::quota_flow::{QuotaState, Stage};
-use ai_gateway_filter::record::to_json;
+use ai_gateway_core::config::Config;
+use ai_gateway_core::lifecycle::exchange::{BodyAction, End, Exchange, HeadersAction, RequestHead};
+use ai_gateway_core::metrics::observations;
+use ai_gateway_core::quota::{SharedStore, StoreError};
+use ai_gateway_core::lifecycle::quota_step::{QuotaState, Stage};
+use ai_gateway_core::record::to_json;
 
 /// Proxy-Wasm shared data semantics (process-wide cas counter starting at 1).
 #[derive(Default)]

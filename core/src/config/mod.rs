@@ -1,0 +1,455 @@
+//! Plugin configuration: the JSON users write (serde types with defaults), validated once
+//! in `on_configure` into an immutable [`Config`] shared by every HTTP context.
+//! Every error names the offending field (`tenants[1].api_keys[0].sha256: …`).
+
+pub mod digest;
+pub mod hostname;
+pub mod validate;
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::openai::request::Api;
+
+use crate::config::digest::DigestMap;
+use crate::quota::QuotaConfig;
+use crate::redact::{RedactionConfig, Redactor};
+
+/// The tutorial's Step 1 traffic classes.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum TrafficClass {
+    Interactive,
+    Batch,
+    ToolCallingAgents,
+    Streaming,
+}
+
+impl TrafficClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficClass::Interactive => "interactive",
+            TrafficClass::Batch => "batch",
+            TrafficClass::ToolCallingAgents => "tool_calling_agents",
+            TrafficClass::Streaming => "streaming",
+        }
+    }
+    /// Latency-sensitive classes may use a tenant's interactive token reserve.
+    pub fn is_interactive(self) -> bool {
+        matches!(self, TrafficClass::Interactive | TrafficClass::Streaming)
+    }
+}
+
+/// Which filter-state keys `on_log` writes. Each key is one host call (a few µs in V8).
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterStateMode {
+    /// The two records plus one key per record field, for custom access-log formats.
+    #[default]
+    Full,
+    /// Only `ai.record`, `ai.audit`, `ai.tenant` and `ai.tokens_total`.
+    Records,
+}
+
+/// What to do when the shared quota store fails (not when a quota is exhausted).
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Let the request through and mark the decision degraded (default: a broken store
+    /// must not take inference down).
+    #[default]
+    Open,
+    Closed,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub prefix: String,
+    /// What the route speaks, which decides whether and how its body is read; `"none"`
+    /// (e.g. `/v1/models`): no body is read, identity and quotas still apply.
+    #[serde(deserialize_with = "route_api")]
+    pub api: Option<Api>,
+    #[serde(default)]
+    pub traffic_class: Option<TrafficClass>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub name: String,
+    #[serde(default)]
+    pub input_usd_per_million: f64,
+    #[serde(default)]
+    pub output_usd_per_million: f64,
+    /// Price of cached prompt tokens; defaults to the input price.
+    #[serde(default)]
+    pub cached_input_usd_per_million: Option<f64>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySpec {
+    /// Key id, used as the audit `subject` (e.g. `svc:agent-platform`).
+    pub id: String,
+    /// Lower- or upper-case hex SHA-256 of the key. The key itself is never configured.
+    pub sha256: String,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpec {
+    pub name: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeySpec>,
+    /// Values of the configured JWT tenant claim that map to this tenant.
+    #[serde(default)]
+    pub jwt_claim_values: Vec<String>,
+    /// mTLS peer URI SANs (Istio SPIFFE IDs) that map to this tenant.
+    #[serde(default)]
+    pub spiffe_ids: Vec<String>,
+    /// Route prefixes this tenant may call; absent = every configured route.
+    #[serde(default)]
+    pub routes: Option<Vec<String>>,
+    /// Models this tenant may use; absent = every configured model.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub quota: Option<QuotaConfig>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSpec {
+    /// Header where Envoy's `jwt_authn` forwards the verified payload
+    /// (`forward_payload_header`), base64url JSON.
+    #[serde(default = "default_jwt_header")]
+    pub payload_header: String,
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySpec {
+    #[serde(default)]
+    pub jwt: Option<JwtSpec>,
+    /// Pass the client's `Authorization` / `x-api-key` / `api-key` on to the backend.
+    /// Off by default: tenant keys are gateway credentials, and a model server that logs
+    /// request headers would otherwise collect every tenant's key.
+    #[serde(default)]
+    pub forward_credentials: bool,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_max_body")]
+    pub max_request_body_bytes: u64,
+    /// Completion tokens reserved when a request sets no `max_tokens`.
+    #[serde(default = "default_completion_reservation")]
+    pub default_completion_tokens: u64,
+    #[serde(default = "default_max_sse_event")]
+    pub max_sse_event_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_body_bytes: default_max_body(),
+            default_completion_tokens: default_completion_reservation(),
+            max_sse_event_bytes: default_max_sse_event(),
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// Set `x-ai-model` / `x-gateway-model-name` and ask Envoy to re-pick the route.
+    #[serde(default = "yes")]
+    pub model_header: bool,
+    /// Hold request headers until the body is read so the route can depend on the model.
+    /// Needs `allow_on_headers_stop_iteration: true` in the Wasm filter config.
+    #[serde(default = "yes")]
+    pub hold_headers_for_body: bool,
+    /// A held request that gets no body callback within this time is resumed (routing by
+    /// path), so a host without `allow_on_headers_stop_iteration` never hangs a request.
+    #[serde(default = "default_hold_timeout")]
+    pub hold_timeout_ms: u64,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            model_header: true,
+            hold_headers_for_body: true,
+            hold_timeout_ms: default_hold_timeout(),
+        }
+    }
+}
+
+fn default_hold_timeout() -> u64 {
+    500
+}
+
+/// The configuration exactly as users write it.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSpec {
+    /// Prefix of every shared-data key (Istio leaves `vm_id` empty, so plugins share one
+    /// namespace).
+    #[serde(default = "default_prefix")]
+    pub shared_data_prefix: String,
+    #[serde(default = "default_routes")]
+    pub routes: Vec<RouteSpec>,
+    #[serde(default)]
+    pub models: Vec<ModelSpec>,
+    pub tenants: Vec<TenantSpec>,
+    #[serde(default)]
+    pub identity: IdentitySpec,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub routing: Routing,
+    #[serde(default)]
+    pub quota_failure_mode: FailureMode,
+    #[serde(default)]
+    pub redaction: RedactionConfig,
+    #[serde(default)]
+    pub filter_state: FilterStateMode,
+}
+
+/// A route's `api`: one of [`Api`]'s names, or `"none"`.
+fn route_api<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Api>, D::Error> {
+    const NAMES: &[&str] = &[
+        "chat_completions",
+        "completions",
+        "embeddings",
+        "responses",
+        "none",
+    ];
+    let name = String::deserialize(d)?;
+    if name == "none" {
+        return Ok(None);
+    }
+    Api::from_name(&name)
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::unknown_variant(&name, NAMES))
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_prefix() -> String {
+    "ai-gateway-filter".to_string()
+}
+fn default_jwt_header() -> String {
+    "x-jwt-payload".to_string()
+}
+fn default_tenant_claim() -> String {
+    "tenant".to_string()
+}
+fn default_subject_claim() -> String {
+    "sub".to_string()
+}
+fn default_max_body() -> u64 {
+    4 * 1024 * 1024
+}
+fn default_completion_reservation() -> u64 {
+    256
+}
+fn default_max_sse_event() -> usize {
+    64 * 1024
+}
+fn default_routes() -> Vec<RouteSpec> {
+    let r = |prefix: &str, api| RouteSpec {
+        prefix: prefix.to_string(),
+        api,
+        traffic_class: None,
+    };
+    vec![
+        r("/v1/chat/completions", Some(Api::ChatCompletions)),
+        r("/v1/completions", Some(Api::Completions)),
+        r("/v1/embeddings", Some(Api::Embeddings)),
+        r("/v1/responses", Some(Api::Responses)),
+        r("/v1/models", None),
+    ]
+}
+
+/// A configured route, ready for matching.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub prefix: String,
+    /// `None`: the route has no body to read.
+    pub api: Option<Api>,
+    pub traffic_class: TrafficClass,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub input_usd_per_million: f64,
+    pub output_usd_per_million: f64,
+    pub cached_input_usd_per_million: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub name: String,
+    /// Lower-case hostnames without port; empty = any host.
+    pub hosts: Vec<String>,
+    /// Indexes into `Config::routes`; `None` = all.
+    pub routes: Option<Vec<usize>>,
+    pub models: Option<Vec<String>>,
+    pub quota: Option<QuotaConfig>,
+}
+
+impl Tenant {
+    pub fn may_use_route(&self, route: Option<usize>) -> bool {
+        match (&self.routes, route) {
+            (None, _) => true,
+            (Some(allowed), Some(r)) => allowed.contains(&r),
+            (Some(_), None) => false,
+        }
+    }
+    pub fn may_use_model(&self, model: &str) -> bool {
+        match &self.models {
+            None => true,
+            Some(allowed) => allowed.iter().any(|m| m == model),
+        }
+    }
+}
+
+/// Which tenant (index into `Config::tenants`) and subject a credential maps to.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: usize,
+    pub subject: String,
+}
+
+/// The validated, immutable configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub shared_data_prefix: String,
+    /// Sorted longest prefix first, so the first match is the most specific.
+    pub routes: Vec<Route>,
+    pub models: HashMap<String, Model>,
+    pub tenants: Vec<Tenant>,
+    pub keys: DigestMap<Principal>,
+    pub jwt: Option<JwtSpec>,
+    pub forward_credentials: bool,
+    /// Hostname -> the tenant it is bound to.
+    pub host_owner: HashMap<String, usize>,
+    pub jwt_claims: HashMap<String, usize>,
+    pub spiffe_ids: HashMap<String, usize>,
+    pub limits: Limits,
+    pub routing: Routing,
+    pub quota_failure_mode: FailureMode,
+    pub filter_state: FilterStateMode,
+    pub redactor: Redactor,
+    pub preview_chars: usize,
+    /// HMAC key for `prompt_sha256`; without one no fingerprint is written.
+    pub fingerprint_salt: Option<Vec<u8>>,
+}
+
+impl Config {
+    /// Parse and validate. `env` resolves `redaction.fingerprint_salt_env` (the host passes
+    /// the VM's environment, tests a map).
+    pub fn parse(bytes: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let spec = parse_spec(bytes)?;
+        Config::from_spec(spec, env)
+    }
+
+    pub fn from_spec(
+        spec: ConfigSpec,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, String> {
+        crate::config::validate::build(spec, env)
+    }
+
+    /// What was loaded, for the log line (counts only, never values).
+    pub fn summary(&self) -> String {
+        format!(
+            "{} tenants, {} keys, {} routes, {} models",
+            self.tenants.len(),
+            self.keys.len(),
+            self.routes.len(),
+            self.models.len()
+        )
+    }
+
+    pub fn tenant(&self, idx: usize) -> Option<&Tenant> {
+        self.tenants.get(idx)
+    }
+}
+
+/// Parse the JSON (or a JSON string containing JSON, as Istio's `pluginConfig` may arrive)
+/// into the user-facing spec, with the failing field's path in the error.
+pub fn parse_spec(bytes: &[u8]) -> Result<ConfigSpec, String> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err("configuration is empty: expected a JSON object".to_string());
+    }
+    // Istio may hand the configuration over as a JSON string holding the JSON object.
+    let owned;
+    let bytes = match serde_json::from_slice::<String>(bytes) {
+        Ok(inner) => {
+            owned = inner;
+            owned.as_bytes()
+        }
+        Err(_) => bytes,
+    };
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = mask_values(&strip_position(&inner.to_string()));
+        if path.is_empty() || path == "." {
+            format!("configuration: {msg}")
+        } else {
+            format!("{path}: {msg}")
+        }
+    })
+}
+
+/// serde echoes the offending value (`invalid type: string "sk-…"`, `unknown variant `x``):
+/// a key pasted into the wrong field must not reach Envoy's log, so values are elided.
+/// Field names (`unknown field`, `expected one of`) stay: they are what the user fixes.
+fn mask_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut in_quotes = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if in_quotes {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            in_quotes = !in_quotes;
+        } else if !in_quotes {
+            out.push(c);
+        }
+    }
+    if let Some(rest) = out.strip_prefix("unknown variant `") {
+        if let Some(end) = rest.find('`') {
+            return format!("unknown variant `…`{}", rest.get(end + 1..).unwrap_or(""));
+        }
+    }
+    out
+}
+
+/// serde_json appends " at line 1 column 42"; the field path says more.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg.get(..i).unwrap_or(msg).to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

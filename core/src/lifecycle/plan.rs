@@ -1,0 +1,59 @@
+//! What the core asks the host to do after a callback: one [`Plan`] of effects. The host
+//! carries them out in the order of the fields below and changes nothing else.
+
+use crate::metrics::Observation;
+
+/// Whether the stream goes on after the callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flow {
+    /// Let Envoy pass the headers or data on.
+    #[default]
+    Continue,
+    /// Hold them back (buffering a body, holding headers, or after a local reply).
+    Pause,
+}
+
+/// A response the filter sends instead of the upstream's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+/// The effects of one callback, in execution order.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Request headers to remove (only ones the client actually sent).
+    pub remove_request_headers: Vec<&'static str>,
+    /// Request headers to set (replacing any value).
+    pub set_request_headers: Vec<(&'static str, String)>,
+    /// Response headers to set.
+    pub set_response_headers: Vec<(&'static str, String)>,
+    /// A replacement for the whole buffered request body.
+    pub replace_request_body: Option<Vec<u8>>,
+    /// Ask Envoy to select the route again (a routing header changed).
+    pub clear_route_cache: bool,
+    /// Answer the client now; the upstream is not called.
+    pub local_reply: Option<LocalReply>,
+    /// Filter-state entries (`set_property`), for access logs.
+    pub filter_state: Vec<(&'static str, String)>,
+    /// Metric series to increment or record.
+    pub metrics: Vec<Observation>,
+    pub flow: Flow,
+}
+
+impl Plan {
+    /// Let the stream go on, with no other effect.
+    pub fn proceed() -> Plan {
+        Plan::default()
+    }
+
+    /// Hold the stream back, with no other effect.
+    pub fn pause() -> Plan {
+        Plan {
+            flow: Flow::Pause,
+            ..Plan::default()
+        }
+    }
+}

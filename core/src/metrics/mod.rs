@@ -1,0 +1,169 @@
+//! Which metrics a finished request updates, as plain data. The host defines each
+//! (name, labels) series once per VM and increments or records it.
+//!
+//! Labels are encoded in the stat name as `.<label>=.=<value>;.;` and turned back into
+//! Prometheus labels by the bootstrap's `stats_tags`. Every label value comes from the
+//! configuration (tenants, routes), Envoy's own cluster names, a status code, or a fixed
+//! set — anything else becomes `unknown` — so clients cannot create series.
+
+use crate::contract::metric::{self, UNKNOWN};
+use crate::record::GatewayRecord;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Histogram,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub name: String,
+    pub kind: Kind,
+    pub value: u64,
+}
+
+/// `base.label=.=value;.;.label2=.=value2;.;`
+pub fn series_name(base: &str, labels: &[(&str, &str)]) -> String {
+    let mut s = String::with_capacity(base.len() + labels.len() * 32);
+    s.push_str(base);
+    for (k, v) in labels {
+        s.push('.');
+        s.push_str(k);
+        s.push_str("=.=");
+        s.push_str(v);
+        s.push_str(";.;");
+    }
+    s
+}
+
+fn counter(base: &str, labels: &[(&str, &str)], value: u64) -> Observation {
+    Observation {
+        name: series_name(base, labels),
+        kind: Kind::Counter,
+        value,
+    }
+}
+
+fn histogram(base: &str, labels: &[(&str, &str)], value: u64) -> Observation {
+    Observation {
+        name: series_name(base, labels),
+        kind: Kind::Histogram,
+        value,
+    }
+}
+
+/// Status codes are bounded by HTTP (100-599); anything else is `unknown`.
+fn status_label(status: Option<u16>) -> String {
+    match status {
+        Some(s) if (100..600).contains(&s) => s.to_string(),
+        _ => UNKNOWN.to_string(),
+    }
+}
+
+/// A finished request, as the metrics see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished<'a> {
+    pub record: &'a GatewayRecord,
+    /// From forwarding to the end of the response.
+    pub upstream_ms: Option<u64>,
+    /// The audit reason of a refusal.
+    pub denial_reason: Option<&'static str>,
+    /// Time spent inside the filter's callbacks.
+    pub busy_ns: u64,
+}
+
+/// Everything one finished request contributes.
+pub fn observations(f: &Finished) -> Vec<Observation> {
+    let (rec, busy_ns) = (f.record, f.busy_ns);
+    let tenant = rec.tenant.as_deref().unwrap_or(UNKNOWN);
+    let route = rec.route.as_deref().unwrap_or(UNKNOWN);
+    let model_route = rec.model_route.as_deref().unwrap_or(UNKNOWN);
+    let status = status_label(rec.http_status);
+    let trm = [
+        ("tenant", tenant),
+        ("route", route),
+        ("model_route", model_route),
+    ];
+
+    let mut out = Vec::with_capacity(12);
+    out.push(counter(
+        metric::REQUESTS_TOTAL,
+        &[
+            ("tenant", tenant),
+            ("route", route),
+            ("model_route", model_route),
+            ("status", &status),
+        ],
+        1,
+    ));
+    if let Some(ms) = rec.latency_ms {
+        out.push(histogram(metric::REQUEST_DURATION_MS, &trm, ms));
+    }
+    if let Some(ms) = f.upstream_ms {
+        out.push(histogram(metric::UPSTREAM_DURATION_MS, &trm, ms));
+    }
+    out.push(histogram(
+        metric::FILTER_DURATION_US,
+        &[("route", route)],
+        busy_ns / 1000,
+    ));
+    if let Some(ttft) = rec.ttft_ms {
+        out.push(histogram(metric::TTFT_MS, &trm, ttft));
+    }
+    let tm = [("tenant", tenant), ("model_route", model_route)];
+    if let Some(p) = rec.prompt_tokens.filter(|p| *p > 0) {
+        out.push(counter(
+            metric::TOKENS_TOTAL,
+            &[tm[0], tm[1], ("type", "prompt")],
+            p,
+        ));
+    }
+    if let Some(c) = rec.completion_tokens.filter(|c| *c > 0) {
+        out.push(counter(
+            metric::TOKENS_TOTAL,
+            &[tm[0], tm[1], ("type", "completion")],
+            c,
+        ));
+    }
+    if let Some(micros) = rec
+        .estimated_cost_usd
+        .map(crate::record::cost::to_micros)
+        .filter(|m| *m > 0)
+    {
+        out.push(counter(metric::COST_USD_MICROS_TOTAL, &tm, micros));
+    }
+    out.extend(f.denial_reason.and_then(|r| denial_counter(r, tenant)));
+    out
+}
+
+/// The refusal counters: quota rejections by bucket kind, auth denials by reason.
+fn denial_counter(reason: &'static str, tenant: &str) -> Option<Observation> {
+    match reason {
+        "quota_requests" | "quota_tokens" => {
+            let kind = if reason == "quota_requests" {
+                "requests"
+            } else {
+                "tokens"
+            };
+            Some(counter(
+                metric::QUOTA_REJECTIONS_TOTAL,
+                &[("tenant", tenant), ("kind", kind)],
+                1,
+            ))
+        }
+        "missing_credentials"
+        | "invalid_credentials"
+        | "conflicting_credentials"
+        | "host_mismatch"
+        | "route_forbidden"
+        | "model_forbidden" => Some(counter(
+            metric::AUTH_DENIALS_TOTAL,
+            &[("reason", reason)],
+            1,
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+//! Per-request HTTP context. Each callback reads what Envoy offers, hands it to the
+//! core's [`Request`] once, and carries out the returned plan; `on_log` always runs, so
+//! every request leaves its gateway and audit records.
+
+use std::sync::Arc;
+
+use ai_gateway_core::config::Config;
+use ai_gateway_core::lifecycle::{LogInput, Plan, Request, RequestHeaders};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+
+use crate::abi::{self, REQUEST_BODY, REQUEST_HEADERS, RESPONSE_BODY, RESPONSE_HEADERS};
+use crate::{effects, worker};
+
+pub struct Http {
+    req: Request,
+    /// Nanoseconds spent inside this filter's callbacks (the gateway-side cost).
+    busy_ns: u64,
+}
+
+impl Http {
+    pub fn new(id: u32, cfg: Option<Arc<Config>>) -> Http {
+        Http {
+            req: Request::new(id, cfg, abi::now_ms()),
+            busy_ns: 0,
+        }
+    }
+
+    /// Runs one callback: `f` reads and asks the core (one clock read serves the whole
+    /// callback: each read is a host call); then the plan is carried out.
+    fn run(&mut self, body_size: usize, f: impl FnOnce(&mut Request, u64) -> Plan) -> Action {
+        let t0 = abi::now_nanos();
+        let plan = f(&mut self.req, t0 / 1_000_000);
+        let action = effects::execute(&plan, body_size);
+        let spent = abi::now_nanos().saturating_sub(t0);
+        self.busy_ns = self.busy_ns.saturating_add(spent);
+        action
+    }
+}
+
+/// A buffer's bytes, or none when the host has none to give.
+fn buffer(kind: u32, size: usize) -> Vec<u8> {
+    abi::get_buffer(kind, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.run(0, |req, now_ms| {
+            let headers = abi::get_headers(REQUEST_HEADERS).ok();
+            let peer = abi::get_property_string(&["connection", "uri_san_peer_certificate"]);
+            let input = RequestHeaders {
+                headers: headers.as_deref(),
+                peer_uri_san: peer.as_deref(),
+                end_of_stream,
+                now_ms,
+            };
+            worker::with(|w| req.on_request_headers(w, &input))
+        })
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.run(body_size, |req, now_ms| {
+            let body = if req.wants_request_body(end_of_stream) {
+                buffer(REQUEST_BODY, body_size)
+            } else {
+                Vec::new()
+            };
+            worker::with(|w| req.on_request_body(w, body_size, end_of_stream, &body, now_ms))
+        })
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.run(0, |req, now_ms| {
+            let status = abi::get_header(RESPONSE_HEADERS, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| s.parse::<u16>().ok());
+            let ct = abi::get_header(RESPONSE_HEADERS, "content-type")
+                .ok()
+                .flatten();
+            req.on_response_headers(status, ct.as_deref(), end_of_stream, now_ms)
+        })
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.run(0, |req, now_ms| {
+            // The chunk is observed, never held: streams reach the client as they arrive.
+            let chunk = if req.wants_response_body() {
+                buffer(RESPONSE_BODY, body_size)
+            } else {
+                Vec::new()
+            };
+            req.on_response_body(&chunk, end_of_stream, now_ms)
+        })
+    }
+
+    fn on_log(&mut self) {
+        let plan = match self.req.log_needs() {
+            None => worker::with(|w| self.req.on_log(w, &LogInput::nothing())),
+            Some(needs) => {
+                let headers = needs
+                    .request_headers
+                    .then(|| abi::get_headers(REQUEST_HEADERS).ok())
+                    .flatten();
+                let cluster = abi::get_property_string(&["xds", "cluster_name"]);
+                let upstream = abi::get_property_string(&["upstream", "address"]);
+                let code = needs
+                    .response_code
+                    .then(|| abi::get_property_u64(&["response", "code"]))
+                    .flatten()
+                    .and_then(|c| u16::try_from(c).ok());
+                let input = LogInput {
+                    now_ms: abi::now_ms(),
+                    response_code: code,
+                    cluster: cluster.as_deref(),
+                    upstream_address: upstream.as_deref(),
+                    request_headers: headers.as_deref(),
+                    busy_ns: self.busy_ns,
+                };
+                worker::with(|w| self.req.on_log(w, &input))
+            }
+        };
+        effects::execute(&plan, 0);
+    }
+}

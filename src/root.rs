@@ -1,0 +1,74 @@
+//! Root context: parses and validates the plugin configuration once per push and shares
+//! the immutable result with every HTTP context of this VM; its tick resumes held
+//! requests whose body never came.
+
+use std::sync::Arc;
+
+use ai_gateway_core::config::Config;
+use ai_gateway_core::lifecycle::hold::{tick_period_ms, STOPPED_HOLDING};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+
+use crate::abi;
+use crate::http::Http;
+use crate::worker;
+
+#[derive(Default)]
+pub struct Root {
+    config: Option<Arc<Config>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = match abi::get_buffer(abi::PLUGIN_CONFIGURATION, 0, usize::MAX) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => {
+                log::error!("cannot read the plugin configuration (host status {})", e.0);
+                return false;
+            }
+        };
+        let env = |name: &str| std::env::var(name).ok();
+        match Config::parse(&bytes, &env) {
+            Ok(cfg) => {
+                log::info!("configuration loaded: {}", cfg.summary());
+                if abi::set_tick_period_ms(tick_period_ms(&cfg)).is_err() {
+                    log::warn!("no timer: held requests cannot be rescued on this worker");
+                }
+                // Requests in flight keep the configuration they started with.
+                self.config = Some(Arc::new(cfg));
+                true
+            }
+            Err(msg) => {
+                // On a refused push Envoy keeps serving with the previous configuration.
+                log::error!("invalid plugin configuration: {msg}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http::new(context_id, self.config.clone())))
+    }
+
+    fn on_tick(&mut self) {
+        let Some(cfg) = &self.config else {
+            return;
+        };
+        let tick = worker::hold_tick(abi::now_ms(), cfg.routing.hold_timeout_ms);
+        for id in tick.resume {
+            let resumed = abi::set_effective_context(id).and_then(|_| abi::resume_http_request());
+            if resumed.is_err() {
+                log::debug!("held request {id} had already ended");
+            }
+        }
+        if tick.stopped_holding {
+            log::warn!("{STOPPED_HOLDING}");
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
