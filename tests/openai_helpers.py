@@ -10,7 +10,7 @@ import uuid
 
 import yaml
 
-from launcher import ROOT, Topology
+from harness.launcher import ROOT, Topology
 
 # Fields of the gateway record (the tutorial's Step 6 contract, plus the extras and
 # stream_complete). prompt_preview is present only when previews are configured.

@@ -22,7 +22,7 @@ import pytest
 
 from client import HOST_A, HOST_B, KEY_A, KEY_B, call, chat_body
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 from rawhttp import (exchange, metric_series, one_each, parse_response, read_response,
                      request_bytes, vm_failure_lines, vm_stats)
 

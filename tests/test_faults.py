@@ -26,7 +26,7 @@ import requests
 
 from client import HOST_A, HOST_B, KEY_A, KEY_B, assert_openai_error, call, chat_body
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 from rawhttp import one_each, vm_failure_lines, vm_stats
 
 CHAT = "/v1/chat/completions"

@@ -11,7 +11,7 @@ import pytest
 
 from client import HOST_A, HOST_B, KEY_A, KEY_B, call, chat_body
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 
 LINE = re.compile(r'^([a-z_:]+)\{(.*)\} (\S+)$')
 LABEL = re.compile(r'([a-z_]+)="((?:[^"\\]|\\.)*)"')

@@ -366,9 +366,7 @@ def test_dashboard_queries_parse(tmp_path):
 
 def test_readme_stats_tags_match_the_bootstrap():
     """The README's stats_tags snippets (Istio, Envoy Gateway) are the demo bootstrap's."""
-    import sys
-    sys.path.insert(0, os.path.join(ROOT, "envoy-demo"))
-    import render
+    from harness import render
 
     with open(os.path.join(PROM_DIR, "README.md")) as f:
         text = f.read()

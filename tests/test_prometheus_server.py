@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from client import HOST_B, KEY_B, call, chat_body
-from launcher import BACKENDS, free_ports, stop_process
+from harness.launcher import BACKENDS, free_ports, stop_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROM_DIR = os.path.join(ROOT, "filters", "prometheus")

@@ -11,7 +11,7 @@ import requests
 
 from client import assert_openai_error, call, chat_body
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 from quota_support import (
     add_tenant,
     burst,

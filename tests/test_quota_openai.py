@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 from quota_support import add_tenant, check_retry_headers, wait_request_id
 
 # One request every 3 s (burst 1): slow enough that a retry right after a success is

@@ -8,7 +8,7 @@ import pytest
 
 from client import call
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 from quota_support import add_tenant
 
 SLOW = 0.001  # per minute: nothing refills during the test
