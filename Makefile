@@ -145,7 +145,7 @@ push: image
 	echo "$(IMAGE):$(IMAGE_TAG)@sha256:$$digest" > $(IMAGE_DIGEST_FILE); \
 	echo "pushed $$(cat $(IMAGE_DIGEST_FILE))"
 
-# --- Benchmarks and fuzzing (issue 8) ------------------------------------------------
+# --- Benchmarks and fuzzing ----------------------------------------------------------
 # make bench: Envoy with vs. without the filter (bench/results.md, bench/latency_vs_body.png).
 # BENCH_ARGS is passed to bench/run_bench.py, run as `python -m bench.run_bench` (e.g.
 # BENCH_ARGS=--quick for a smoke run).

@@ -1,4 +1,4 @@
-"""Issue 8 part 4: abuse against the real gateway (Envoy 1.40 + the built module).
+"""Abuse against the real gateway (Envoy 1.40 + the built module).
 
 Every hostile input gets a clear answer — an OpenAI-shaped error from the filter, Envoy's
 own refusal where Envoy's codec or path normalization decides first (they are part of the

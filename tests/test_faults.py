@@ -1,4 +1,4 @@
-"""Issue 8 part 5: the tutorial's Step 8 fault scenarios, automated against real Envoy 1.40
+"""Fault scenarios, automated against real Envoy 1.40
 with the built module.
 
 - a burst of 200 requests at concurrency 20, a quarter of them streams;

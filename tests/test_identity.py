@@ -1,4 +1,4 @@
-"""Issue 3 through real Envoy: every denial reason with its OpenAI-shaped body and audit
+"""Identity through real Envoy: every denial reason with its OpenAI-shaped body and audit
 record, the anti-spoofing rule on the wire, and JWT identity through Envoy's own
 `jwt_authn` with a key generated here (never committed)."""
 import base64

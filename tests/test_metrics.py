@@ -1,4 +1,4 @@
-"""Issue 6: the exact series and label sets on the real Envoy's /stats/prometheus after a
+"""Metrics: the exact series and label sets on the real Envoy's /stats/prometheus after a
 mixed run, with values that match the requests sent (read back from the records), and
 bounded cardinality."""
 import collections

@@ -1,4 +1,4 @@
-"""Issue 5 end to end: per-tenant token buckets in Proxy-Wasm shared data, exact across
+"""Quotas end to end: per-tenant token buckets in Proxy-Wasm shared data, exact across
 the four worker threads (four Wasm VMs) of one real Envoy 1.40.
 
 Every scenario has its own tenant (own key, own buckets) on one gateway. Rates are the

@@ -1,4 +1,4 @@
-"""Issue 5 with the official `openai` SDK (openai==1.59.7, tests/requirements.txt): a spent
+"""Quotas with the official `openai` SDK (openai==1.59.7, tests/requirements.txt): a spent
 quota surfaces as `openai.RateLimitError` carrying OpenAI's retry headers, and the client
 gets through after waiting what they say, by polling and through the SDK's own retries
 (which honour `retry-after-ms`)."""
