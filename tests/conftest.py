@@ -2,15 +2,12 @@
 for the models. Missing binaries fail the test with a clear message (never a skip)."""
 import json
 import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "envoy-demo"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness.launcher import Topology
 
-from launcher import Topology  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def demo_config():

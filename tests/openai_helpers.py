@@ -1,4 +1,4 @@
-"""Helpers shared by the tests/test_openai_*.py integration tests (issue 4): a Topology
+"""Helpers shared by the tests/test_openai_*.py integration tests: a Topology
 whose rendered bootstrap can be adjusted per test module, record lookup by request id,
 Envoy counters, and SSE parsing on the client side."""
 import json
@@ -10,10 +10,10 @@ import uuid
 
 import yaml
 
-from launcher import ROOT, Topology
+from harness.launcher import ROOT, Topology
 
-# Fields of the gateway record (the tutorial's Step 6 contract, plus the issue's extras and
-# stream_complete). prompt_preview is present only when previews are configured.
+# Fields of the gateway record (docs/contract.md), every one on every line, stream_complete
+# included. prompt_preview is present only when previews are configured.
 CONTRACT_FIELDS = [
     "timestamp", "request_id", "tenant", "hostname", "route", "model_route", "stream",
     "http_status", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens",

@@ -1,4 +1,4 @@
-"""Helpers shared by the quota tests (issue 5): tenants with their own keys and buckets,
+"""Helpers shared by the quota tests: tenants with their own keys and buckets,
 concurrent bursts, and waiting for the records that prove a request was settled."""
 import asyncio
 import hashlib

@@ -1,4 +1,4 @@
-"""Issue 8 part 4: abuse against the real gateway (Envoy 1.40 + the built module).
+"""Abuse against the real gateway (Envoy 1.40 + the built module).
 
 Every hostile input gets a clear answer — an OpenAI-shaped error from the filter, Envoy's
 own refusal where Envoy's codec or path normalization decides first (they are part of the
@@ -22,7 +22,7 @@ import pytest
 
 from client import HOST_A, HOST_B, KEY_A, KEY_B, call, chat_body
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 from rawhttp import (exchange, metric_series, one_each, parse_response, read_response,
                      request_bytes, vm_failure_lines, vm_stats)
 

@@ -1,6 +1,7 @@
 """The audit trail through real Envoy: exactly one audit record per request over a mixed run
-(allowed, denied, aborted by the client, failed upstream), every record with the tutorial's
-contract fields; and no secret in anything the gateway writes (canary test)."""
+(allowed, denied, aborted by the client, failed upstream), every record with the audit
+contract's fields (docs/contract.md); and no secret in anything the gateway writes (canary
+test)."""
 import hashlib
 import http.client
 import json
@@ -15,7 +16,7 @@ import requests
 
 from client import HOST_A, HOST_B, KEY_A, KEY_B, chat_body
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 CONTRACT = ["timestamp", "tenant", "subject", "route", "model_route", "decision", "request_id",

@@ -21,10 +21,7 @@ def test_every_contract_name_is_documented():
 
 
 def test_stats_tags_cover_every_metric_label():
-    import sys
-
-    sys.path.insert(0, os.path.join(ROOT, "envoy-demo"))
-    import render
+    from harness import render
 
     with open(os.path.join(ROOT, "src", "metrics.rs")) as f:
         src = f.read()

@@ -2,7 +2,7 @@
 the filter's own replies are left untouched by the bootstrap's local_reply_config."""
 from client import HOST_B, KEY_B, assert_openai_error, call, chat_body
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 
 
 def test_envoy_errors_are_openai_shaped():

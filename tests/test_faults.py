@@ -1,4 +1,4 @@
-"""Issue 8 part 5: the tutorial's Step 8 fault scenarios, automated against real Envoy 1.40
+"""Fault scenarios, automated against real Envoy 1.40
 with the built module.
 
 - a burst of 200 requests at concurrency 20, a quarter of them streams;
@@ -26,7 +26,7 @@ import requests
 
 from client import HOST_A, HOST_B, KEY_A, KEY_B, assert_openai_error, call, chat_body
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 from rawhttp import one_each, vm_failure_lines, vm_stats
 
 CHAT = "/v1/chat/completions"

@@ -1,4 +1,4 @@
-"""Issue 2's slice end to end: authenticated request, 401 shape, anti-spoofing, access log."""
+"""The basic request path end to end: authenticated request, 401 shape, anti-spoofing, access log."""
 import json
 
 from client import HOST_A, KEY_A, assert_openai_error, call, chat_body

@@ -1,4 +1,4 @@
-"""Issue 3 through real Envoy: every denial reason with its OpenAI-shaped body and audit
+"""Identity through real Envoy: every denial reason with its OpenAI-shaped body and audit
 record, the anti-spoofing rule on the wire, and JWT identity through Envoy's own
 `jwt_authn` with a key generated here (never committed)."""
 import base64
@@ -12,9 +12,9 @@ import pytest
 
 from client import HOST_A, HOST_B, KEY_A, KEY_B, assert_openai_error, call, chat_body
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 
-import jwt_keys
+from harness import jwt_keys
 
 PATH_CHAT = "/v1/chat/completions"
 PATH_EMB = "/v1/embeddings"

@@ -26,22 +26,18 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 
 import jsonschema
 import pytest
 import yaml
 
+from client import HOST_A, HOST_B, KEY_A, KEY_B, call, chat_body
+from harness import launcher, render
 from test_config_schema import (
     DEMO_PATH, ROOT, SALT_ENV, SALT_VALUE, embedded_configs, load_docs, manifest_files,
     rust_check, schema_errors,
 )
-
-sys.path.insert(0, os.path.join(ROOT, "envoy-demo"))
-import launcher  # noqa: E402
-import render  # noqa: E402
-from client import HOST_A, HOST_B, KEY_A, KEY_B, call, chat_body  # noqa: E402
 
 CRD_DIR = os.path.normpath(os.path.join(ROOT, "..", "shared", "crds"))
 ISTIO = os.path.join(ROOT, "filters", "istio")
@@ -526,7 +522,7 @@ def stats_tags_of(obj):
 
 
 def test_stats_tags_match_the_demo_bootstrap():
-    """The same tag regexes as envoy-demo/render.py (checked against real Envoy there)."""
+    """The same tag regexes as harness/render.py (checked against real Envoy there)."""
     expected = [{"tag_name": label, "regex": r"(\." + label + r"=\.=(.*?);\.;)"} for label in render.METRIC_LABELS]
     istio = one(objects_in(ISTIO), "EnvoyFilter", "ai-gateway-filter-stats-tags")
     assert istio["spec"]["configPatches"][0]["applyTo"] == "BOOTSTRAP"

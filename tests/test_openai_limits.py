@@ -1,4 +1,4 @@
-"""Issue 4 with a non-default configuration: the body-size limit (413 from Content-Length
+"""OpenAI traffic with a non-default configuration: the body-size limit (413 from Content-Length
 and from a chunked body crossing it), retries off for streams on a route that retries
 everything else, and the masked prompt preview."""
 import json

@@ -1,4 +1,4 @@
-"""Issue 4 against real Envoy with the demo configuration: model routing by body, the 90/10
+"""OpenAI traffic against real Envoy with the demo configuration: model routing by body, the 90/10
 canary, streaming (TTFT, tokens, usage split across chunks, include_usage injection,
 estimation without usage), 400 cases, the gateway record contract and the prompt
 fingerprint. Limits, retries and previews are in test_openai_limits.py; the canary-string

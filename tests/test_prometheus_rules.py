@@ -60,7 +60,7 @@ RECORDED = {
 }
 KNOWN = {**EXPORTED, **RECORDED}
 
-# The tutorial's Step 6, which must work verbatim.
+# The three reference recording rules, kept verbatim (filters/prometheus/README.md).
 TUTORIAL_RULES = [
     ("ai_gateway:requests_per_second",
      "sum(rate(ai_gateway_requests_total[5m])) by (tenant, route, model_route)"),
@@ -241,7 +241,7 @@ def test_tutorial_rules_verbatim(path):
         text = f.read()
     for record, expr in TUTORIAL_RULES:
         assert recorded.get(record) == expr, f"{record}: expected {expr!r}, got {recorded.get(record)!r}"
-        # Written as in the tutorial (a plain one-line scalar), so it can be diffed by eye.
+        # Written as a plain one-line scalar, so it can be diffed by eye.
         assert f"- record: {record}\n" in text and f"expr: {expr}\n" in text
 
 
@@ -366,9 +366,7 @@ def test_dashboard_queries_parse(tmp_path):
 
 def test_readme_stats_tags_match_the_bootstrap():
     """The README's stats_tags snippets (Istio, Envoy Gateway) are the demo bootstrap's."""
-    import sys
-    sys.path.insert(0, os.path.join(ROOT, "envoy-demo"))
-    import render
+    from harness import render
 
     with open(os.path.join(PROM_DIR, "README.md")) as f:
         text = f.read()

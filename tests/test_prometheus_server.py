@@ -1,4 +1,4 @@
-"""The tutorial's recording rules against real data: a real Prometheus (Debian binary)
+"""The recording rules against real data: a real Prometheus (Debian binary)
 scrapes the real Envoy's admin /stats/prometheus while mixed traffic goes through the
 gateway, evaluates filters/prometheus/rules.yml, and is queried over its HTTP API.
 
@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from client import HOST_B, KEY_B, call, chat_body
-from launcher import BACKENDS, free_ports, stop_process
+from harness.launcher import BACKENDS, free_ports, stop_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROM_DIR = os.path.join(ROOT, "filters", "prometheus")
@@ -179,7 +179,7 @@ def complete(snap):
 
 @pytest.fixture(scope="module")
 def scraped(demo):
-    """Prometheus scraping the demo gateway, after enough traffic that the tutorial's
+    """Prometheus scraping the demo gateway, after enough traffic that the recording
     rules have non-zero data. Yields (prometheus, last snapshot)."""
     # First round, and the module exports what the rules need (before Prometheus).
     traffic_round(demo, first=True)

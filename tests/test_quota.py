@@ -1,4 +1,4 @@
-"""Issue 5 end to end: per-tenant token buckets in Proxy-Wasm shared data, exact across
+"""Quotas end to end: per-tenant token buckets in Proxy-Wasm shared data, exact across
 the four worker threads (four Wasm VMs) of one real Envoy 1.40.
 
 Every scenario has its own tenant (own key, own buckets) on one gateway. Rates are the
@@ -11,7 +11,7 @@ import requests
 
 from client import assert_openai_error, call, chat_body
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 from quota_support import (
     add_tenant,
     burst,

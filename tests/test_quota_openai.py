@@ -1,4 +1,4 @@
-"""Issue 5 with the official `openai` SDK (openai==1.59.7, tests/requirements.txt): a spent
+"""Quotas with the official `openai` SDK (openai==1.59.7, tests/requirements.txt): a spent
 quota surfaces as `openai.RateLimitError` carrying OpenAI's retry headers, and the client
 gets through after waiting what they say, by polling and through the SDK's own retries
 (which honour `retry-after-ms`)."""
@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 from quota_support import add_tenant, check_retry_headers, wait_request_id
 
 # One request every 3 s (burst 1): slow enough that a retry right after a success is

@@ -1,4 +1,4 @@
-"""Issue 5, configuration reload: pushing a new plugin configuration to a running Envoy
+"""Quotas across a configuration reload: pushing a new plugin configuration to a running Envoy
 (file-based LDS, `Topology(lds=True)`) keeps every tenant's buckets, because they live in
 the process-wide shared data keyed by prefix and tenant name, and the new limits apply
 from the next decision (a smaller burst clamps the stored level)."""
@@ -8,7 +8,7 @@ import pytest
 
 from client import call
 from conftest import demo_config
-from launcher import Topology
+from harness.launcher import Topology
 from quota_support import add_tenant
 
 SLOW = 0.001  # per minute: nothing refills during the test

@@ -5,7 +5,7 @@ Used by `make demo`, the integration tests and benchmarks (each with its own por
 directory and plugin configuration), and to regenerate the committed envoy.yaml, which
 uses the defaults and paths relative to the repository root (for `func-e run -c`).
 
-    python3 envoy-demo/render.py [--gateway-port 10000] [--admin-port 9901]
+    python3 -m harness.render [--gateway-port 10000] [--admin-port 9901]
         [--mock-base-port 18001] [--plugin-config filters/demo.json]
         [--wasm target/wasm32-wasip1/release/ai_gateway_filter.wasm]
         [--log-dir envoy-demo/logs] [--no-filter] [--jwt-jwks FILE] [-o OUT]

@@ -6,9 +6,9 @@ verified payload. Nothing here is needed in production, where the identity provi
 tokens and publishes its JWKS. No private key is committed: each run makes a fresh one.
 
     # a fresh RS256 key pair: DIR/private.pem (0600) and DIR/jwks.json
-    python3 envoy-demo/jwt_keys.py keygen --out-dir envoy-demo/logs/jwt
+    .venv/bin/python -m harness.jwt_keys keygen --out-dir envoy-demo/logs/jwt
     # a token for tenant-a, valid for an hour
-    python3 envoy-demo/jwt_keys.py token --key envoy-demo/logs/jwt/private.pem \
+    .venv/bin/python -m harness.jwt_keys token --key envoy-demo/logs/jwt/private.pem \
         --tenant tenant-a --sub alice
 
 Needs the `cryptography` package (pinned in tests/requirements.txt, installed in .venv).

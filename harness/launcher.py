@@ -1,22 +1,21 @@
 """Start and stop the demo topology: mock model backends and a real Envoy with the filter.
 
-Shared by `make demo` (run_demo.py), the integration tests (tests/harness.py) and the
-benchmarks, so all three run exactly the same bootstrap. Standard library only.
+Shared by `make demo` (envoy-demo/run_demo.py), the integration tests (tests/conftest.py)
+and the benchmarks (bench/), so all three run exactly the same bootstrap. Standard library
+only.
 """
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-import render  # noqa: E402
+from harness import render  # noqa: E402
 
 ENVOY = os.path.join(ROOT, ".venv", "bin", "envoy")
 WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "ai_gateway_filter.wasm")
