@@ -714,7 +714,7 @@ def render_markdown(res):
         L.append("### callgrind: the core natively, per request")
         L.append("")
         L.append("`bench/profile` drives one request through the functional core exactly as "
-                 "`src/host/http.rs` does (identity, route, body parse, fingerprint, quota reserve "
+                 "`src/http.rs` does through `lifecycle::Request` (identity, route, body parse, fingerprint, quota reserve "
                  "on an in-memory store, usage scan of the response, records, settle, record JSON, "
                  "metric names), natively (x86-64, same release profile), without any host call. "
                  "Valgrind's CPU hides the SHA extensions, so SHA-256 runs the portable code, "

@@ -13,7 +13,7 @@ the filter's Envoy log at `trace`, and reports
         [--runs 3] [--concurrency 2]
 
 The native parse + validate time and the per-request authentication cost are measured by
-`cargo run --release --example tenant_scale`.
+`cargo run --release -p ai-gateway-core --example tenant_scale`.
 """
 import argparse
 import hashlib
@@ -33,7 +33,7 @@ LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\]\[(\d+)\].*?(pro
 
 
 def large_config(tenants, keys_per_tenant):
-    """Same shape as examples/tenant_scale.rs: every tenant with a hostname, keys, a JWT
+    """Same shape as core/examples/tenant_scale.rs: every tenant with a hostname, keys, a JWT
     claim value, a SPIFFE id and route and model allowlists."""
     ts = []
     for t in range(tenants):

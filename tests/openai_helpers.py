@@ -59,8 +59,8 @@ PRICES = {"llama3-8b": (0.20, 0.60), "bge-small": (0.02, 0.0)}
 
 
 def state_keys():
-    """Every filter-state key of the contract (`ai.*` in src/contract.rs, mod state)."""
-    with open(os.path.join(ROOT, "src", "contract.rs")) as f:
+    """Every filter-state key of the contract (`ai.*` in core/src/contract.rs, mod state)."""
+    with open(os.path.join(ROOT, "core", "src", "contract.rs")) as f:
         src = f.read()
     body = src.split("pub mod state", 1)[1].split("\n}\n", 1)[0]
     return re.findall(r'pub const [A-Z_0-9]+: &str = "(ai\.[a-z_0-9]+)";', body)

@@ -1,4 +1,4 @@
-"""filters/config.schema.json against the filter's own parser (examples/check_config.rs).
+"""filters/config.schema.json against the filter's own parser (core/examples/check_config.rs).
 
 1. The schema is a valid draft 2020-12 schema, and every example configuration in the repo
    (filters/demo.json and every pluginConfig / config embedded in filters/istio and
@@ -44,13 +44,13 @@ _CHECKER = {}
 
 
 def checker_path():
-    """Build examples/check_config.rs once (native) and return the executable's path."""
+    """Build core/examples/check_config.rs once (native) and return the executable's path."""
     if "path" in _CHECKER:
         return _CHECKER["path"]
     cargo = shutil.which("cargo")
-    assert cargo, "cargo not found: the Rust toolchain is needed to build examples/check_config.rs"
+    assert cargo, "cargo not found: the Rust toolchain is needed to build core/examples/check_config.rs"
     proc = subprocess.run(
-        [cargo, "build", "--quiet", "--example", "check_config", "--message-format=json"],
+        [cargo, "build", "--quiet", "-p", "ai-gateway-core", "--example", "check_config", "--message-format=json"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, f"cargo build --example check_config failed:\n{proc.stderr[-4000:]}"

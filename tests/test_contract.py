@@ -1,4 +1,4 @@
-"""The public contract is documented: every name in src/contract.rs appears in docs/contract.md."""
+"""The public contract is documented: every name in core/src/contract.rs appears in docs/contract.md."""
 import os
 import re
 
@@ -6,7 +6,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def contract_names():
-    with open(os.path.join(ROOT, "src", "contract.rs")) as f:
+    with open(os.path.join(ROOT, "core", "src", "contract.rs")) as f:
         src = f.read()
     return re.findall(r'pub const [A-Z_0-9]+: &str = "([^"]+)";', src)
 
@@ -23,7 +23,7 @@ def test_every_contract_name_is_documented():
 def test_stats_tags_cover_every_metric_label():
     from harness import render
 
-    with open(os.path.join(ROOT, "src", "metrics.rs")) as f:
+    with open(os.path.join(ROOT, "core", "src", "metrics", "mod.rs")) as f:
         src = f.read()
     labels = set(re.findall(r'\("([a-z_]+)", ', src))
     labels.discard("le")

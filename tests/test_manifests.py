@@ -397,7 +397,7 @@ def test_references_resolve(directory):
             for m in rule["matches"]:
                 assert m["path"]["value"] in prefixes, m["path"]
                 for hdr in m.get("headers", []):
-                    # The filter's model headers (src/contract.rs), with a configured model.
+                    # The filter's model headers (core/src/contract.rs), with a configured model.
                     assert hdr["name"].lower() in ("x-ai-model", "x-gateway-model-name"), hdr
                     assert hdr["value"] in models, hdr
             for ref in rule["backendRefs"]:
@@ -510,7 +510,7 @@ def test_istio_gateway_keeps_the_filter_metrics():
     proxy_config = yaml.safe_load(patch["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"])
     prefixes = proxy_config["proxyStatsMatcher"]["inclusionPrefixes"]
     assert prefixes == ["wasmcustom.ai_gateway_"]
-    with open(os.path.join(ROOT, "src", "contract.rs")) as f:
+    with open(os.path.join(ROOT, "core", "src", "contract.rs")) as f:
         metrics = re.findall(r'pub const \w+: &str = "(ai_gateway_\w+)"', f.read())
     assert len(metrics) >= 9 and all(("wasmcustom." + m).startswith(prefixes[0]) for m in metrics)
 

@@ -20,7 +20,7 @@ DASHBOARD = os.path.join(ROOT, "filters", "grafana", "ai-gateway-dashboard.json"
 
 TRM = {"tenant", "route", "model_route"}
 
-# What the filter exports (src/contract.rs, src/metrics.rs) and the labels of each.
+# What the filter exports (core/src/contract.rs, core/src/metrics/mod.rs) and the labels of each.
 COUNTERS = {
     "ai_gateway_requests_total": TRM | {"status"},
     "ai_gateway_tokens_total": {"tenant", "model_route", "type"},

@@ -1,4 +1,4 @@
-//! Cost of the core's non-parsing hot paths, per request (issue 8, item 2). The OpenAI
+//! Cost of the core's non-parsing hot paths, per request. The OpenAI
 //! body, SSE and usage parsers are in `benches/openai.rs`.
 //!
 //! - `identify/*`: resolving the caller from `Authorization: Bearer`: SHA-256 of the

@@ -1,4 +1,4 @@
-//! Cost of the filter's core per request, by body size (issue 4, item 9).
+//! Cost of the filter's core per request, by body size.
 //!
 //! - `request/parse_fingerprint`: parse a chat body (model, flags, prompt pieces) and
 //!   compute the salted prompt fingerprint: what every chat request pays.

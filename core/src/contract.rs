@@ -5,7 +5,7 @@
 /// Version of the filter-state / log contract. Bumped on any incompatible change.
 pub const CONTRACT_VERSION: u32 = 1;
 
-/// Every field of the gateway record (`wasm.ai.record`), in order: the tutorial's Step 6
+/// Every field of the gateway record (`wasm.ai.record`), in order: the gateway
 /// log contract plus `model`, `traffic_class`, `usage_estimated`, `prompt_sha256` and
 /// `stream_complete`. (`prompt_preview` appears only when previews are configured.)
 pub const GATEWAY_RECORD_FIELDS: [&str; 19] = [
@@ -33,9 +33,9 @@ pub const GATEWAY_RECORD_FIELDS: [&str; 19] = [
 /// Filter-state keys. `set_property(["ai.tenant"])` lands in Envoy's filter state as
 /// `wasm.ai.tenant`; access logs read it with `%FILTER_STATE(wasm.ai.tenant:PLAIN)%`.
 pub mod state {
-    /// The gateway record (tutorial Step 6), one JSON object.
+    /// The gateway record, one JSON object.
     pub const RECORD: &str = "ai.record";
-    /// The audit record (tutorial Step 7), one JSON object.
+    /// The audit record, one JSON object.
     pub const AUDIT: &str = "ai.audit";
     pub const TENANT: &str = "ai.tenant";
     pub const SUBJECT: &str = "ai.subject";

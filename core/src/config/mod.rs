@@ -16,7 +16,8 @@ use crate::config::digest::DigestMap;
 use crate::quota::QuotaConfig;
 use crate::redact::{RedactionConfig, Redactor};
 
-/// The tutorial's Step 1 traffic classes.
+/// Traffic classes: what a request is for, which decides its routing header and whether it
+/// may use a tenant's interactive token reserve (`docs/quotas.md`).
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum TrafficClass {

@@ -338,7 +338,8 @@ impl Exchange {
                 .push((header::TRAFFIC_CLASS, class.as_str().to_string()));
         }
         if parsed.stream {
-            // A stream is never replayed by the gateway (tutorial Step 5).
+            // A stream is never replayed by the gateway: a retry would send the client a
+            // second, different answer after part of the first.
             decision
                 .set_headers
                 .push((header::ENVOY_MAX_RETRIES, "0".to_string()));
@@ -579,7 +580,8 @@ impl Exchange {
     }
 }
 
-/// Traffic class from the route's class and the body (tutorial Step 1).
+/// Traffic class from the route's class and the body: streams are `streaming`, requests
+/// with tools `tool_calling_agents`, the rest the route's class.
 pub fn classify(route_class: Option<TrafficClass>, parsed: &ParsedRequest) -> TrafficClass {
     if parsed.stream {
         TrafficClass::Streaming

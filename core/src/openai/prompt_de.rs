@@ -19,6 +19,42 @@ pub(crate) const F_RESPONSES_INPUT: FieldSpec =
     spec("input", "a string or an array of input items");
 const F_RESPONSES_ITEM: FieldSpec = spec("input[]", OBJECT);
 
+/// Each visitor below is its own seed: `deserialize` hands it to the named method.
+macro_rules! self_seed {
+    ($($ty:ident => $method:ident),* $(,)?) => {$(
+        impl<'a> DeserializeSeed<'a> for $ty<'_, '_, 'a> {
+            type Value = ();
+            fn deserialize<D: Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
+                d.$method(self)
+            }
+        }
+    )*};
+}
+
+/// A string value is prompt text, borrowed from the body when it has no escapes.
+macro_rules! text_visits {
+    () => {
+        fn visit_borrowed_str<E: de::Error>(self, v: &'a str) -> Result<(), E> {
+            self.prompt.pieces.push(Cow::Borrowed(v));
+            Ok(())
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+            self.prompt.pieces.push(Cow::Owned(v.to_owned()));
+            Ok(())
+        }
+    };
+}
+
+self_seed! {
+    Messages => deserialize_option,
+    Item => deserialize_map,
+    Content => deserialize_any,
+    Part => deserialize_map,
+    TextsOrTokens => deserialize_any,
+    TextOrTokens => deserialize_any,
+    ResponsesInput => deserialize_any,
+}
+
 /// Field names for a `content` value (chat messages and Responses items).
 pub(crate) struct ContentFields {
     content: FieldSpec,
@@ -78,13 +114,6 @@ pub(crate) struct Messages<'c, 'p, 'a> {
     pub prompt: &'p mut Prompt<'a>,
 }
 
-impl<'a> DeserializeSeed<'a> for Messages<'_, '_, 'a> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_option(self)
-    }
-}
-
 impl<'a> Visitor<'a> for Messages<'_, '_, 'a> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -124,13 +153,6 @@ struct Item<'c, 'p, 'a> {
     content: &'static ContentFields,
 }
 
-impl<'a> DeserializeSeed<'a> for Item<'_, '_, 'a> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
 impl<'a> Visitor<'a> for Item<'_, '_, 'a> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -162,13 +184,6 @@ struct Content<'c, 'p, 'a> {
     fields: &'static ContentFields,
 }
 
-impl<'a> DeserializeSeed<'a> for Content<'_, '_, 'a> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'a> Visitor<'a> for Content<'_, '_, 'a> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -177,14 +192,7 @@ impl<'a> Visitor<'a> for Content<'_, '_, 'a> {
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         Ok(())
     }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'a str) -> Result<(), E> {
-        self.prompt.pieces.push(Cow::Borrowed(v));
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.prompt.pieces.push(Cow::Owned(v.to_owned()));
-        Ok(())
-    }
+    text_visits!();
     fn visit_seq<A: SeqAccess<'a>>(self, mut seq: A) -> Result<(), A::Error> {
         loop {
             let part = Part {
@@ -208,13 +216,6 @@ struct Part<'c, 'p, 'a> {
     ctx: &'c Ctx,
     prompt: &'p mut Prompt<'a>,
     fields: &'static ContentFields,
-}
-
-impl<'a> DeserializeSeed<'a> for Part<'_, '_, 'a> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
 }
 
 impl<'a> Visitor<'a> for Part<'_, '_, 'a> {
@@ -253,13 +254,6 @@ pub(crate) struct TextsOrTokens<'c, 'p, 'a> {
     pub fields: &'static TokenFields,
 }
 
-impl<'a> DeserializeSeed<'a> for TextsOrTokens<'_, '_, 'a> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'a> Visitor<'a> for TextsOrTokens<'_, '_, 'a> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -268,14 +262,7 @@ impl<'a> Visitor<'a> for TextsOrTokens<'_, '_, 'a> {
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         Ok(())
     }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'a str) -> Result<(), E> {
-        self.prompt.pieces.push(Cow::Borrowed(v));
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.prompt.pieces.push(Cow::Owned(v.to_owned()));
-        Ok(())
-    }
+    text_visits!();
     fn visit_seq<A: SeqAccess<'a>>(self, mut seq: A) -> Result<(), A::Error> {
         loop {
             let elem = TextOrTokens {
@@ -301,26 +288,12 @@ struct TextOrTokens<'c, 'p, 'a> {
     fields: &'static TokenFields,
 }
 
-impl<'a> DeserializeSeed<'a> for TextOrTokens<'_, '_, 'a> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'a> Visitor<'a> for TextOrTokens<'_, '_, 'a> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(TEXT_OR_TOKENS)
     }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'a str) -> Result<(), E> {
-        self.prompt.pieces.push(Cow::Borrowed(v));
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.prompt.pieces.push(Cow::Owned(v.to_owned()));
-        Ok(())
-    }
+    text_visits!();
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
         self.prompt.token_ids = self.prompt.token_ids.saturating_add(1);
         Ok(())
@@ -343,13 +316,6 @@ pub(crate) struct ResponsesInput<'c, 'p, 'a> {
     pub prompt: &'p mut Prompt<'a>,
 }
 
-impl<'a> DeserializeSeed<'a> for ResponsesInput<'_, '_, 'a> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'a>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'a> Visitor<'a> for ResponsesInput<'_, '_, 'a> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -358,14 +324,7 @@ impl<'a> Visitor<'a> for ResponsesInput<'_, '_, 'a> {
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         Ok(())
     }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'a str) -> Result<(), E> {
-        self.prompt.pieces.push(Cow::Borrowed(v));
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.prompt.pieces.push(Cow::Owned(v.to_owned()));
-        Ok(())
-    }
+    text_visits!();
     fn visit_seq<A: SeqAccess<'a>>(self, mut seq: A) -> Result<(), A::Error> {
         loop {
             let item = Item {

@@ -1,5 +1,5 @@
-//! The two records written for every request: the gateway record (tutorial Step 6 log
-//! contract) and the audit record (Step 7). Field names are the public contract; neither
+//! The two records written for every request: the gateway record (`wasm.ai.record`) and
+//! the audit record (`wasm.ai.audit`), both documented in `docs/contract.md`. Field names are the public contract; neither
 //! ever holds prompt or response text, credentials or their digests.
 
 pub mod cost;

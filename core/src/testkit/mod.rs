@@ -11,3 +11,4 @@
 )]
 
 pub mod stores;
+pub mod traffic;
