@@ -38,7 +38,7 @@ RESULTS_MD = os.path.join(HERE, "results.md")
 PLOT_PNG = os.path.join(HERE, "latency_vs_body.png")
 OPT_LEVEL_JSON = os.path.join(HERE, "opt_level.json")
 WRK_LUA = os.path.join(HERE, "wrk.lua")
-PROFILE_BIN = os.path.join(ROOT, "target", "bench-profile", "release", "core-profile")
+PROFILE_BIN = os.path.join(ROOT, "target", "bench", "release", "core-profile")
 
 HOST = "tenant-a.ai.example.com"
 KEY = "sk-tenant-a-demo"
