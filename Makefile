@@ -167,12 +167,12 @@ $(VENV)/.bench-stamp: bench/requirements.txt $(VENV)/.stamp
 	touch $@
 
 # The bench workspace (bench/Cargo.toml, not part of the root workspace, so `make test`
-# never compiles them), into target/bench: the floor filter (wasm32-wasip1) and the native
-# core driver for the callgrind profile.
+# never compiles tonic), into target/bench: the floor filter (wasm32-wasip1), the no-op
+# ext_proc processor and the native core driver for the callgrind profile.
 BENCH_CARGO := cd bench && CARGO_TARGET_DIR=$(CURDIR)/target/bench cargo build -q --locked
 bench-crates: wasm-target
 	$(BENCH_CARGO) --profile wasm --target $(WASM_TARGET) -p floor-filter
-	$(BENCH_CARGO) --release -p core-profile
+	$(BENCH_CARGO) --release -p ext-proc-noop -p core-profile
 
 bench: bench-deps $(VENV)/.bench-stamp build mock bench-crates
 	$(PY) bench/run_bench.py $(BENCH_ARGS)
