@@ -143,7 +143,7 @@ push: image
 	echo "pushed $$(cat $(IMAGE_DIGEST_FILE))"
 
 # --- Benchmarks and fuzzing -----------------------------------------------------------
-# make bench: Envoy with vs. without the filter (bench/results.md, bench/latency_vs_body.png).
+# make bench: plain Envoy, the Wasm floor, the filter and ext_proc (bench/results.md, bench/latency_vs_body.png).
 # BENCH_ARGS is passed to bench/run_bench.py (e.g. BENCH_ARGS=--quick for a smoke run).
 BENCH_ARGS ?=
 # make fuzz: every cargo-fuzz target for FUZZ_SECONDS each (FUZZ_TARGETS narrows the list).
@@ -174,6 +174,7 @@ bench-crates: wasm-target
 	$(BENCH_CARGO) --profile wasm --target $(WASM_TARGET) -p floor-filter
 	$(BENCH_CARGO) --release -p ext-proc-noop -p core-profile
 
+# make bench: plain Envoy, the Wasm floor, the filter and ext_proc side by side.
 bench: bench-deps $(VENV)/.bench-stamp build mock bench-crates
 	$(PY) bench/run_bench.py $(BENCH_ARGS)
 
