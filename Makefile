@@ -39,7 +39,7 @@ export GATEWAY_PORT ADMIN_PORT PLUGIN_CONFIG LOG_DIR ENVOY_CONCURRENCY MOCK_BASE
 PYTEST_ARGS ?=
 
 .PHONY: build mock wasm-target deps venv apt-deps test unit lint integration demo dist clean \
-        envoy-yaml bench fuzz manifests image push bench-deps bench-profile
+        envoy-yaml bench fuzz manifests image push bench-deps bench-crates
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -145,10 +145,9 @@ push: image
 	echo "$(IMAGE):$(IMAGE_TAG)@sha256:$$digest" > $(IMAGE_DIGEST_FILE); \
 	echo "pushed $$(cat $(IMAGE_DIGEST_FILE))"
 
-# --- Benchmarks and fuzzing ----------------------------------------------------------
-# make bench: Envoy with vs. without the filter (bench/results.md, bench/latency_vs_body.png).
-# BENCH_ARGS is passed to bench/run_bench.py, run as `python -m bench.run_bench` (e.g.
-# BENCH_ARGS=--quick for a smoke run).
+# --- Benchmarks and fuzzing -----------------------------------------------------------
+# make bench: plain Envoy, the Wasm floor, the filter and ext_proc (bench/results.md, bench/latency_vs_body.png).
+# BENCH_ARGS is passed to `python -m bench.run_bench` (e.g. BENCH_ARGS=--quick for a smoke run).
 BENCH_ARGS ?=
 # make fuzz: every cargo-fuzz target for FUZZ_SECONDS each (FUZZ_TARGETS narrows the list).
 FUZZ_SECONDS ?= 60
@@ -170,11 +169,16 @@ $(VENV)/.bench-stamp: bench/requirements.txt $(VENV)/.stamp
 	$(VENV)/bin/pip install -q -r bench/requirements.txt
 	touch $@
 
-# Native driver of the core for the callgrind profile (own workspace, own target dir).
-bench-profile:
-	cd bench/profile && CARGO_TARGET_DIR=$(CURDIR)/target/bench-profile cargo build --release -q
+# The bench workspace (bench/Cargo.toml, not part of the root workspace, so `make test`
+# never compiles tonic), into target/bench: the floor filter (wasm32-wasip1), the no-op
+# ext_proc processor and the native core driver for the callgrind profile.
+BENCH_CARGO := cd bench && CARGO_TARGET_DIR=$(CURDIR)/target/bench cargo build -q --locked
+bench-crates: wasm-target
+	$(BENCH_CARGO) --profile wasm --target $(WASM_TARGET) -p floor-filter
+	$(BENCH_CARGO) --release -p ext-proc-noop -p core-profile
 
-bench: bench-deps $(VENV)/.bench-stamp build mock bench-profile
+# make bench: plain Envoy, the Wasm floor, the filter and ext_proc side by side.
+bench: bench-deps $(VENV)/.bench-stamp build mock bench-crates
 	$(PY) -m bench.run_bench $(BENCH_ARGS)
 
 fuzz:

@@ -1,16 +1,28 @@
 #!/usr/bin/env python3
-"""`make bench`: the cost of the filter, measured against the same Envoy without it.
+"""`make bench`: what the filter costs, next to plain Envoy, the Wasm floor and ext_proc.
 
-Starts one set of mock backends and, side by side, two Envoys rendered from the same
-bootstrap (harness/render.py; `--no-filter` drops only the Wasm filter), one worker
-each. wrk drives both with the same request bytes (the key is sent to both), alternating
-between them so that machine noise hits both alike. It reports requests per second,
-latency percentiles, Envoy CPU per request and the filter's own busy time, TTFT
-measured by a client, a latency-vs-body-size sweep, an ablation of the filter's features,
-and where the time goes (perf per shared object, callgrind on the native core). Writes
-bench/results.md, bench/latency_vs_body.png and the raw numbers in bench/out/.
+Starts one set of mock backends and, side by side, four Envoys rendered from the same
+bootstrap (harness/render.py), one worker each, that differ only in the filter in
+front of the router:
 
-    .venv/bin/python -m bench.run_bench [--seconds 5] [--reps 2] [--quick]
+- plain     no filter (`--no-filter`);
+- floor     bench/floor, the emptiest Proxy-Wasm filter that buffers and reads the
+            request body, loaded exactly like the filter (`--wasm floor_filter.wasm`);
+- filter    ai_gateway_filter.wasm with filters/demo.json (quotas never refuse);
+- ext_proc  Envoy's ext_proc filter calling bench/ext-proc, a do-nothing gRPC processor
+            on 127.0.0.1 that answers every phase with CONTINUE (`--ext-proc-port`).
+
+wrk drives all four with the same request bytes (the key is sent to every one), in
+rounds that visit every setup in rotating order, so machine noise hits all alike. It
+reports requests per second, latency, Envoy CPU per request (and the processor's, for
+ext_proc), ratios to plain and to the floor, the CPU per extra KB of body, latency at
+one connection, TTFT measured by a client, the Wasm cost meter's counts (target/release/
+meter, when built), an ablation of the filter's features and where the time goes (perf
+per shared object, callgrind on the native core). Writes bench/results.md,
+bench/latency_vs_body.png and the raw numbers in bench/out/.
+
+    .venv/bin/python -m bench.run_bench [--seconds 5] [--reps 3] [--quick]
+        [--no-ablation] [--no-perf] [--no-callgrind] [--latency-sweep]
     .venv/bin/python -m bench.run_bench --opt-level-study   # once: opt-level "s" vs 3
 """
 import argparse
@@ -21,6 +33,7 @@ import platform
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,23 +49,41 @@ RESULTS_MD = os.path.join(HERE, "results.md")
 PLOT_PNG = os.path.join(HERE, "latency_vs_body.png")
 OPT_LEVEL_JSON = os.path.join(HERE, "opt_level.json")
 WRK_LUA = os.path.join(HERE, "wrk.lua")
-PROFILE_BIN = os.path.join(ROOT, "target", "bench-profile", "release", "core-profile")
+# The bench workspace (bench/Cargo.toml), built by `make bench` into target/bench.
+BENCH_TARGET = os.path.join(ROOT, "target", "bench")
+PROFILE_BIN = os.path.join(BENCH_TARGET, "release", "core-profile")
+EXT_PROC_BIN = os.path.join(BENCH_TARGET, "release", "ext-proc-noop")
+FLOOR_WASM = os.path.join(BENCH_TARGET, "wasm32-wasip1", "wasm", "floor_filter.wasm")
+# The Wasm cost meter (meter/ in the root workspace); optional.
+METER_BIN = os.path.join(ROOT, "target", "release", "meter")
 
 HOST = "tenant-a.ai.example.com"
 KEY = "sk-tenant-a-demo"
 CHAT = "/v1/chat/completions"
-MODELS = "/v1/models"
 KB = 1024
-SWEEP_SIZES = [1 * KB, 4 * KB, 16 * KB, 64 * KB, 256 * KB, 1024 * KB]
+SIZES = [1 * KB, 4 * KB, 16 * KB, 64 * KB, 256 * KB]
 
-# (id, label, method, path, body size or None, stream)
-CASES = [
-    ("models", "GET /v1/models (key only)", "GET", MODELS, None, False),
-    ("chat_1k", "chat completion, 1 KB body", "POST", CHAT, 1 * KB, False),
-    ("chat_64k", "chat completion, 64 KB body", "POST", CHAT, 64 * KB, False),
-    ("chat_1m", "chat completion, 1 MB body", "POST", CHAT, 1024 * KB, False),
-    ("stream", "streaming chat, 1 KB body, 16 tokens", "POST", CHAT, 1 * KB, True),
+# (name, label). The order is the table's.
+SETUPS = [
+    ("plain", "plain Envoy"),
+    ("floor", "floor (empty Wasm filter)"),
+    ("filter", "ai-gateway-filter"),
+    ("ext_proc", "ext_proc + no-op processor"),
 ]
+LABEL = dict(SETUPS)
+
+# (id, label, method, path, body size, stream)
+CASES = [(f"chat_{s // KB}k", f"chat, {s // KB} KB body", "POST", CHAT, s, False) for s in SIZES]
+CASES.append(("stream", "streaming chat, 1 KB body, 16 tokens", "POST", CHAT, 1 * KB, True))
+CHAT_1K = CASES[0]
+# The meter's exchange beside each case (the meter measures these three of ours).
+METER_EXCHANGE = {"chat_1k": "chat_1k", "chat_64k": "chat_64k", "stream": "stream_16"}
+
+# ext_proc's response body mode. STREAMED sends every response chunk to the processor as
+# it arrives and forwards it once answered: streams keep streaming (each chunk waits for
+# one round trip), and the processor sees every response byte, as the Wasm filter does
+# (it scans the response for token usage). One mode for every row keeps the setup fixed.
+EXT_PROC_RESPONSE_BODY_MODE = "STREAMED"
 
 # wrk runs that saw socket errors or non-2xx answers (reported in results.md).
 ERRORS = []
@@ -63,6 +94,8 @@ STEAL = []
 DISTURBED = 0.25
 RETRY_BUDGET = 12
 RETRIED = []
+# Wall time of each measured wrk run, by duration asked (for the run-time estimate).
+RUN_WALL = {}
 
 WORDS = ("the quick brown fox jumps over a lazy dog while the gateway reads an openai "
          "compatible request body and counts every word of the prompt").split()
@@ -125,7 +158,7 @@ def write_inputs():
     bodies = os.path.join(OUT, "bodies")
     os.makedirs(bodies, exist_ok=True)
     files = {}
-    for size in SWEEP_SIZES:
+    for size in SIZES:
         path = os.path.join(bodies, f"chat_{size}.json")
         with open(path, "wb") as f:
             f.write(chat_body(size))
@@ -153,7 +186,7 @@ def body_file(files, size, stream):
 # -- processes -------------------------------------------------------------------------
 
 class BenchTopology(launcher.Topology):
-    """A Topology that can reuse another one's mock backends (both Envoys proxy to the
+    """A Topology that can reuse another one's mock backends (every Envoy proxies to the
     same processes) and can drop the access logs (ablation only)."""
 
     def __init__(self, *args, share_mocks_from=None, no_access_logs=False, **kwargs):
@@ -185,6 +218,66 @@ class BenchTopology(launcher.Topology):
                 out.append(line)
         with open(self.config_path, "w") as f:
             f.write("\n".join(out))
+
+
+class ExtProc:
+    """The no-op external processor (bench/ext-proc) on 127.0.0.1, one Tokio thread."""
+
+    def __init__(self, threads=1):
+        self.threads = threads
+        self.port = None
+        self.proc = None
+        self.final = None
+        self.log_path = os.path.join(OUT, "ext-proc.log")
+
+    def start(self):
+        launcher.require(EXT_PROC_BIN, "the ext_proc processor", "run `make bench` (builds bench/ext-proc)")
+        self.port = launcher.free_ports(1)
+        self.out = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [EXT_PROC_BIN, "--listen", f"127.0.0.1:{self.port}", "--threads", str(self.threads)],
+            stdout=self.out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if not launcher.wait_port(self.port, proc=self.proc):
+            self.stop()
+            raise launcher.LaunchError(f"ext-proc-noop did not start on port {self.port}")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def _count_lines(self):
+        with open(self.log_path) as f:
+            return [json.loads(l.split(" ", 1)[1]) for l in f if l.startswith("EXT_PROC_COUNTS ")]
+
+    def counts(self, timeout=5.0):
+        """What it has answered so far, per phase (SIGUSR1: it prints one line)."""
+        n = len(self._count_lines())
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            lines = self._count_lines()
+            if len(lines) > n:
+                return lines[-1]
+            time.sleep(0.02)
+        raise launcher.LaunchError("ext-proc-noop did not report its counts")
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            launcher.stop_process(self.proc)
+            lines = self._count_lines()
+            self.final = lines[-1] if lines else None
+        if getattr(self, "out", None):
+            self.out.close()
+
+
+def ext_proc_stats(topo):
+    """Envoy's own ext_proc counters (http.<prefix>.ext_proc.*), by name."""
+    out = {}
+    for line in topo.admin("/stats?filter=ext_proc").splitlines():
+        name, _, value = line.partition(": ")
+        if ".ext_proc." in name and value.strip().isdigit():
+            out[name.rsplit(".ext_proc.", 1)[1]] = int(value)
+    return out
 
 
 def cpu_ns(pid):
@@ -251,8 +344,12 @@ def run_wrk(topo, method, path, body, seconds, conns):
 
 
 class Side:
-    def __init__(self, name, topo, with_filter):
-        self.name, self.topo, self.with_filter = name, topo, with_filter
+    """One Envoy under test. `hist`: read the filter's busy-time histogram around runs;
+    `proc`: the ExtProc it calls (its CPU is measured with Envoy's)."""
+
+    def __init__(self, name, topo, hist=False, proc=None):
+        self.name, self.topo, self.hist, self.proc = name, topo, hist, proc
+        self.requests = 0  # completed by wrk, over every run (the ext_proc check)
 
 
 def measure(side, mocks, case, files, seconds, conns):
@@ -262,7 +359,9 @@ def measure(side, mocks, case, files, seconds, conns):
     global RETRY_BUDGET
     best = None
     while True:
+        t0 = time.time()
         r = measure_once(side, mocks, case, files, seconds, conns)
+        RUN_WALL.setdefault(seconds, []).append(time.time() - t0)
         r["disturbance"] = r["other_cpu"] + r["steal"]
         if best is None or r["disturbance"] < best["disturbance"]:
             best = r
@@ -279,27 +378,33 @@ def measure(side, mocks, case, files, seconds, conns):
 def measure_once(side, mocks, case, files, seconds, conns):
     _, _, method, path, size, stream = case
     body = body_file(files, size, stream)
-    h0 = filter_hist(side.topo) if side.with_filter else None
+    h0 = filter_hist(side.topo) if side.hist else None
     e0 = cpu_ns(side.topo.envoy.pid)
+    x0 = cpu_ns(side.proc.pid) if side.proc else 0
     m0 = {n: cpu_ns(p.pid) for n, p in mocks.items()}
     b0, s0 = machine_cpu()
     r = run_wrk(side.topo, method, path, body, seconds, conns)
     b1, s1 = machine_cpu()
     e1 = cpu_ns(side.topo.envoy.pid)
+    x1 = cpu_ns(side.proc.pid) if side.proc else 0
     m1 = {n: cpu_ns(p.pid) for n, p in mocks.items()}
+    side.requests += r["requests"]
     dur = r["duration_us"] / 1e6
-    own = (e1 - e0) / 1e9 + sum(m1[n] - m0[n] for n in mocks) / 1e9 + r["wrk_cpu"] * dur
+    n = max(1, r["requests"])
+    own = (e1 - e0 + x1 - x0) / 1e9 + sum(m1[k] - m0[k] for k in mocks) / 1e9 + r["wrk_cpu"] * dur
     # CPU used by everything else on the machine during the run (other engineers' builds,
     # this script itself): the noise indicator reported with the results.
     r["other_cpu"] = max(0.0, (b1 - b0) - own) / dur
     r["steal"] = (s1 - s0) / dur
     r["envoy_cpu"] = (e1 - e0) / 1e9 / dur
-    r["envoy_cpu_us_per_req"] = (e1 - e0) / 1e3 / max(1, r["requests"])
-    r["mock_cpu_max"] = max((m1[n] - m0[n]) / 1e9 / dur for n in mocks)
+    r["envoy_cpu_us_per_req"] = (e1 - e0) / 1e3 / n
+    r["proc_cpu_us_per_req"] = (x1 - x0) / 1e3 / n
+    r["cpu_us_per_req"] = r["envoy_cpu_us_per_req"] + r["proc_cpu_us_per_req"]
+    r["mock_cpu_max"] = max((m1[k] - m0[k]) / 1e9 / dur for k in mocks)
     if h0 is not None:
         h1 = filter_hist(side.topo)
-        n = h1[1] - h0[1]
-        r["filter_busy_us_mean"] = (h1[0] - h0[0]) / n if n > 0 else None
+        cnt = h1[1] - h0[1]
+        r["filter_busy_us_mean"] = (h1[0] - h0[0]) / cnt if cnt > 0 else None
     r["command"] = " ".join(wrk_cmd(side.topo.base_url + path, seconds, conns))
     bad = {k: v for k, v in r["errors"].items() if v}
     if bad:
@@ -309,46 +414,69 @@ def measure_once(side, mocks, case, files, seconds, conns):
 
 
 def median_run(runs):
-    """The run with the median throughput (its latencies stay consistent with it)."""
+    """The run with the median throughput (its latencies stay consistent with it), with
+    the median CPU per request of all runs."""
     s = sorted(runs, key=lambda r: r["rps"])
     m = dict(s[len(s) // 2])
     m["rps_all"] = [round(r["rps"]) for r in runs]
-    m["cpu_us_all"] = [round(r["envoy_cpu_us_per_req"], 1) for r in runs]
-    m["envoy_cpu_us_per_req"] = statistics.median(r["envoy_cpu_us_per_req"] for r in runs)
+    m["cpu_us_all"] = [round(r["cpu_us_per_req"], 1) for r in runs]
+    for k in ("envoy_cpu_us_per_req", "proc_cpu_us_per_req", "cpu_us_per_req"):
+        m[k] = statistics.median(r[k] for r in runs)
     return m
 
 
-def ab(sides, mocks, case, files, seconds, conns, reps, warmup):
-    """Alternate no-filter and filter runs (ABBA...), median of `reps` each."""
+def rounds(sides, mocks, case, files, seconds, conns, reps, warmup):
+    """`reps` rounds, each one run per side, in an order that rotates and reverses from
+    round to round; the median of each side's runs."""
     runs = {s.name: [] for s in sides}
     if warmup:
         for s in sides:
             measure(s, mocks, case, files, warmup, conns)
+    n = len(sides)
     for i in range(reps):
-        order = sides if i % 2 == 0 else list(reversed(sides))
+        order = sides[i % n:] + sides[:i % n]
+        if i % 2:
+            order.reverse()
         for s in order:
             runs[s.name].append(measure(s, mocks, case, files, seconds, conns))
     return {name: median_run(rs) for name, rs in runs.items()}
 
 
-def sanity(sides, files):
-    """Every case answers 200 through both Envoys before anything is measured."""
+def request(side, case, files):
     import urllib.request
 
+    _, label, method, path, size, stream = case
+    body = None
+    if size:
+        with open(body_file(files, size, stream), "rb") as f:
+            body = f.read()
+    req = urllib.request.Request(side.topo.base_url + path, data=body, method=method,
+                                 headers={"Host": HOST, "Authorization": f"Bearer {KEY}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        r.read()
+        if r.status != 200:
+            raise SystemExit(f"{side.name}: {label} answered {r.status}")
+
+
+def sanity(sides, files, xp):
+    """Every case answers 200 through every Envoy before anything is measured, and the
+    ext_proc Envoy's requests really went through the processor: one stream each, and
+    each phase answered (Envoy's counters and the processor's agree)."""
+    ep = next(s for s in sides if s.name == "ext_proc")
+    e0, c0 = ext_proc_stats(ep.topo), xp.counts()
     for s in sides:
         for case in CASES:
-            _, label, method, path, size, stream = case
-            body = None
-            if size:
-                with open(body_file(files, size, stream), "rb") as f:
-                    body = f.read()
-            req = urllib.request.Request(s.topo.base_url + path, data=body, method=method,
-                                         headers={"Host": HOST, "Authorization": f"Bearer {KEY}",
-                                                  "Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=30) as r:
-                r.read()
-                if r.status != 200:
-                    raise SystemExit(f"{s.name}: {label} answered {r.status}")
+            request(s, case, files)
+    e1, c1 = ext_proc_stats(ep.topo), xp.counts()
+    n = len(CASES)
+    got = {k: c1[k] - c0[k] for k in c1}
+    started = e1.get("streams_started", 0) - e0.get("streams_started", 0)
+    want = {"streams": n, "request_headers": n, "request_body": n, "response_headers": n}
+    if any(got[k] != v for k, v in want.items()) or got["response_body"] < n or started != n:
+        raise SystemExit(f"ext_proc check: {n} requests, Envoy streams_started {started}, "
+                         f"the processor answered {got}")
+    return {"requests": n, "envoy_streams_started": started, "processor": got}
 
 
 # -- profiles --------------------------------------------------------------------------
@@ -390,6 +518,7 @@ def callgrind_profile(cfg_path, files):
     if not (os.path.exists(PROFILE_BIN) and shutil.which("valgrind")):
         return None
     out = {"rows": [], "top": {}}
+    keep_sizes = (SIZES[0], SIZES[-1])
 
     def run(body, kind, iters, keep=None):
         cg = keep or os.path.join(OUT, "callgrind.tmp")
@@ -401,11 +530,11 @@ def callgrind_profile(cfg_path, files):
             raise SystemExit(f"callgrind failed: {p.stderr[-2000:]}")
         return int(m.group(1))
 
-    cases = [("chat", s) for s in SWEEP_SIZES] + [("stream", 1 * KB)]
+    cases = [("chat", s) for s in SIZES] + [("stream", 1 * KB)]
     for kind, size in cases:
         body = files[(kind, size)]
         n = 20 if size <= 64 * KB else 4
-        keep = size in (1 * KB, 1024 * KB) and kind == "chat"
+        keep = size in keep_sizes and kind == "chat"
         base_out = os.path.join(OUT, f"callgrind.{kind}_{size}.1.out") if keep else None
         more_out = os.path.join(OUT, f"callgrind.{kind}_{size}.{1 + n}.out") if keep else None
         base = run(body, kind, 1, base_out)
@@ -447,6 +576,31 @@ def callgrind_top(base_path, more_path, n_iters, per_request, n=12):
     return [{"ir": ir, "share": 100.0 * ir / per_request, "function": fn[:120]} for fn, ir in rows]
 
 
+def run_meter(wasm):
+    """The Wasm cost meter's counts per exchange for the benchmarked module, or None when
+    the meter is not built. `--wasm` names the module; a meter without that option is
+    asked for its default module instead."""
+    if not os.path.exists(METER_BIN):
+        return None
+    path = os.path.join(OUT, "meter.json")
+    err = ""
+    for extra in (["--wasm", wasm], []):
+        try:
+            if os.path.exists(path):
+                os.remove(path)
+            p = subprocess.run([METER_BIN, *extra, "--json", path], cwd=ROOT, capture_output=True,
+                               text=True, timeout=600)
+            if p.returncode == 0:
+                with open(path) as f:
+                    out = json.load(f)
+                out["command"] = " ".join(["target/release/meter", *(["--wasm", "bench/out/ai_gateway_filter.wasm"] if extra else []), "--json", "bench/out/meter.json"])
+                return out
+            err = f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}"
+        except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+            err = str(e)
+    return {"error": err}
+
+
 # -- machine and versions -------------------------------------------------------------
 
 def sh(cmd):
@@ -474,7 +628,19 @@ def opt_level():
     return m.group(1) if m else "?"
 
 
-def machine(wasm):
+def bench_crates():
+    """Versions of the bench crates' key dependencies, from bench/Cargo.lock."""
+    try:
+        with open(os.path.join(HERE, "Cargo.lock")) as f:
+            text = f.read()
+    except OSError:
+        return {}
+    found = re.findall(r'name = "([^"]+)"\nversion = "([^"]+)"', text)
+    keep = ("envoy-types", "tonic", "prost", "tokio", "h2", "proxy-wasm")
+    return {n: v for n, v in found if n in keep}
+
+
+def machine(wasm, floor):
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu_model(),
@@ -485,7 +651,9 @@ def machine(wasm):
         "wrk": sh("wrk -v 2>&1 | head -1").split(" [")[0],
         "python": platform.python_version(),
         "module_bytes": os.path.getsize(wasm),
+        "floor_bytes": os.path.getsize(floor),
         "opt_level": opt_level(),
+        "crates": bench_crates(),
         "git": sh(f"git -C {ROOT} rev-parse --short HEAD") + (" (+ uncommitted changes)" if sh(f"git -C {ROOT} status --porcelain") else ""),
     }
 
@@ -503,16 +671,92 @@ def ratio(a, b):
 def fmt_us(v):
     if v is None:
         return "–"
-    return f"{v / 1000:.2f} ms" if v >= 10000 else f"{v:.0f} µs"
+    return f"{v / 1000:.2f} ms" if abs(v) >= 10000 else f"{v:.0f} µs"
+
+
+def meter_cell(res, cid, setup):
+    if setup != "filter":
+        return ""
+    mt = res.get("meter")
+    if mt is None:
+        return "meter not built"
+    if "error" in mt:
+        return "meter failed"
+    ex = (mt.get("exchanges") or {}).get(METER_EXCHANGE.get(cid, ""))
+    if not ex:
+        return "–"
+    g = lambda k: f"{ex[k]:,}" if isinstance(ex.get(k), (int, float)) else "?"  # noqa: E731
+    return f"{g('host_calls_total')} / {g('fuel')} / {g('bulk_bytes')}"
+
+
+def main_table(res):
+    """Every case × setup, one row each (the table printed to stdout and results.md)."""
+    L = ["| case | setup | rps | p50 / p99 | Envoy CPU/req | processor CPU/req | **CPU/req** | "
+         "rps ÷ plain | **CPU ratio vs plain** | rps ÷ floor | CPU ratio vs floor | "
+         "meter: host calls / fuel / bulk bytes |",
+         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for cid, label, *_ in CASES:
+        row = res["throughput"].get(cid)
+        if not row:
+            continue
+        plain, floor = row["plain"], row["floor"]
+        for name, _ in SETUPS:
+            r = row[name]
+            warn = " ⚠" if r["mock_cpu_max"] > 0.7 else ""
+            L.append(
+                f"| {label if name == 'plain' else ''} | {LABEL[name]} | {r['rps']:,.0f}{warn} | "
+                f"{fmt_us(r['latency_us']['p50'])} / {fmt_us(r['latency_us']['p99'])} | "
+                f"{r['envoy_cpu_us_per_req']:.0f} µs | "
+                f"{(str(round(r['proc_cpu_us_per_req'])) + ' µs') if name == 'ext_proc' else '–'} | "
+                f"**{r['cpu_us_per_req']:.0f} µs** | {ratio(r['rps'], plain['rps']):.2f} | "
+                f"**{ratio(plain['cpu_us_per_req'], r['cpu_us_per_req']):.2f}** | "
+                f"{ratio(r['rps'], floor['rps']):.2f} | "
+                f"{ratio(floor['cpu_us_per_req'], r['cpu_us_per_req']):.2f} | {meter_cell(res, cid, name)} |")
+    return L
+
+
+def summary_table(res):
+    """Per setup: TTFT, one-connection latency, CPU against body size."""
+    L = ["| setup | TTFT p50 / p99 | **TTFT added** vs plain p50 / p99 | 1 KB chat p50, 1 connection | "
+         "**added p50** vs plain | CPU/req fit, 1–256 KB | **CPU per extra KB** | added per KB vs plain |",
+         "|---|---|---|---:|---:|---:|---:|---:|"]
+    t = res.get("ttft") or {}
+    lat = res["latency"].get("chat_1k") or {}
+    fits = res.get("cpu_fit") or {}
+    for name, label in SETUPS:
+        cells = [label]
+        if name in t:
+            f, pf = t[name][0], t["plain"][0]
+            cells.append(f"{fmt_us(f['p50_us'])} / {fmt_us(f['p99_us'])}")
+            cells.append("–" if name == "plain" else
+                         f"{fmt_us(f['p50_us'] - pf['p50_us'])} / {fmt_us(f['p99_us'] - pf['p99_us'])}")
+        else:
+            cells += ["–", "–"]
+        if name in lat:
+            p50, pp = lat[name]["latency_us"]["p50"], lat["plain"]["latency_us"]["p50"]
+            cells.append(fmt_us(p50))
+            cells.append("–" if name == "plain" else f"**{fmt_us(p50 - pp)}**")
+        else:
+            cells += ["–", "–"]
+        fit_ = fits.get(name)
+        if fit_:
+            base = fits["plain"]
+            cells.append(f"{fit_['a']:.0f} µs + {fit_['b']:.2f} µs/KB (R² {fit_['r2']:.3f})")
+            cells.append(f"**{fit_['b']:.2f} µs**")
+            cells.append("–" if name == "plain" else f"{fit_['b'] - base['b']:+.2f} µs")
+        else:
+            cells += ["–", "–", "–"]
+        L.append("| " + " | ".join(cells) + " |")
+    return L
 
 
 def render_markdown(res):
     m = res["machine"]
     s = res["settings"]
     L = []
-    L.append("# Filter overhead: Envoy with vs. without ai-gateway-filter")
+    L.append("# What the filter costs: plain Envoy, the Wasm floor, the filter, an ext_proc hop")
     L.append("")
-    L.append(f"Generated by `make bench` (`bench/run_bench.py`) on {res['date']}. "
+    L.append(f"Generated by `make bench` (`python -m bench.run_bench`) on {res['date']}. "
              "Raw numbers: `bench/out/results.json` (not committed).")
     L.append("")
     L.append("## Machine and versions")
@@ -524,7 +768,7 @@ def render_markdown(res):
     if nz:
         st = nz.get("steal", {})
         L.append(f"- noise during the {nz['runs']} kept runs, in cores of {m['nproc']}: other processes "
-                 f"(/proc/stat minus Envoy, mocks and wrk) median {nz['median']:.2f}, p90 "
+                 f"(/proc/stat minus Envoy, processor, mocks and wrk) median {nz['median']:.2f}, p90 "
                  f"{nz['p90']:.2f}, max {nz['max']:.2f}; hypervisor steal median "
                  f"{st.get('median', 0):.2f}, p90 {st.get('p90', 0):.2f}, max {st.get('max', 0):.2f}. "
                  f"Runs disturbed by more than {DISTURBED} cores were repeated ({nz.get('retried', 0)} "
@@ -533,149 +777,165 @@ def render_markdown(res):
     L.append(f"- Envoy {m['envoy']}, one worker (`--concurrency 1`), V8 runtime")
     L.append(f"- module `ai_gateway_filter.wasm`: {m['module_bytes']:,} bytes, "
              f"`opt-level = {m['opt_level']}`, {m['rustc']}; commit {m['git']}")
+    cr = m.get("crates", {})
+    L.append(f"- floor `floor_filter.wasm` (bench/floor, proxy-wasm {cr.get('proxy-wasm', '?')}): "
+             f"{m['floor_bytes']:,} bytes, same release profile")
+    L.append(f"- processor `ext-proc-noop` (bench/ext-proc): envoy-types {cr.get('envoy-types', '?')}, "
+             f"tonic {cr.get('tonic', '?')}, prost {cr.get('prost', '?')}, h2 {cr.get('h2', '?')}, "
+             f"tokio {cr.get('tokio', '?')} (one-thread runtime)")
     L.append(f"- load generator {m['wrk']} (1 thread), Python {m['python']} for the TTFT client")
-    L.append("- mock backends: `mock-llm --threads 1 --ttft-ms 0` (3 processes, shared by both "
-             "Envoys; their CPU is measured in every run: last column of the throughput table)")
+    L.append("- mock backends: `mock-llm --threads 1 --ttft-ms 0` (3 processes, shared by every "
+             "Envoy; ⚠ marks a run where one used over 70% of a core)")
     L.append("")
     L.append("## Setup")
     L.append("")
-    L.append("Both Envoys run at the same time, rendered from `harness/envoy.template.yaml` by "
-             "`harness/launcher.py` (`Topology(with_filter=False/True, concurrency=1)`): same "
-             "listener, routes, clusters and access-log configuration; the no-filter bootstrap only "
-             "lacks the Wasm filter. The filter runs `filters/demo.json` with quotas raised so they "
-             "never refuse (buckets are still charged and settled on every request; "
-             "`bench/out/bench-config.json`). Every request carries the same bytes to both: "
-             f"`Host: {HOST}`, `Authorization: Bearer {KEY}`; without the filter nobody checks them. "
-             f"Runs alternate between the two Envoys (A B B A …): {s['reps']} throughput runs of "
-             f"{s['seconds']} s per side ({s['conns']} connections) and {s.get('latency_reps', s['reps'])} "
-             f"one-connection runs of {s['latency_seconds']} s; tables show the run with the median "
-             "throughput, and the median Envoy CPU per request. That is read from "
-             "`/proc/<pid>/task/*/schedstat` around each run (all Envoy threads) and is less "
-             "sensitive to other load on the machine than requests per second.")
+    L.append("Four Envoys run at the same time, rendered from `harness/envoy.template.yaml` by "
+             "`harness/render.py`: same listener, routes, clusters and access-log configuration, "
+             "and one difference, the filter before the router:")
+    L.append("")
+    L.append("- **plain Envoy**: no filter (`--no-filter`).")
+    L.append("- **floor**: `bench/floor`, a Proxy-Wasm filter that, on the request body, answers "
+             "`Pause` until `end_of_stream` and then reads the whole buffer once, and does nothing "
+             "else; loaded exactly like the filter (`--wasm floor_filter.wasm`: same V8 runtime, "
+             "same filter and VM configuration, same plugin configuration, which it ignores). "
+             "Plain → floor is the price of a Wasm filter that reads the body; floor → filter is "
+             "what the filter's own work costs.")
+    L.append("- **ai-gateway-filter**: `filters/demo.json` with quotas raised so they never refuse "
+             "(buckets are still charged and settled on every request; `bench/out/bench-config.json`).")
+    L.append("- **ext_proc**: Envoy's `envoy.filters.http.ext_proc` in the filter's place "
+             "(`--ext-proc-port`), calling `bench/ext-proc` (`ext-proc-noop`, one Tokio thread, on "
+             "127.0.0.1) over gRPC/HTTP/2: request headers SEND, request body BUFFERED, response "
+             f"headers SEND, response body {EXT_PROC_RESPONSE_BODY_MODE}, trailers SKIP, "
+             "`failure_mode_allow: false`. The processor answers every message with CONTINUE and "
+             "no mutation. This is the architecture of Envoy AI Gateway with its logic at zero. "
+             f"Response body {EXT_PROC_RESPONSE_BODY_MODE}: each response chunk goes to the "
+             "processor as it arrives and is forwarded when answered, so streams still stream "
+             "(each chunk waits one round trip), and the processor sees every response byte, as "
+             "the Wasm filter does to count token usage. The processor's CPU is measured like "
+             "Envoy's and added to it.")
+    L.append("")
+    L.append(f"Every request carries the same bytes to all four: `Host: {HOST}`, "
+             f"`Authorization: Bearer {KEY}`; only the filter checks them. Runs are grouped in "
+             f"rounds of one run per setup, in an order that rotates and reverses from round to "
+             f"round: {s['reps']} rounds of {s['seconds']} s runs ({s['conns']} connections) per "
+             f"case, and {s['latency_reps']} rounds of {s['latency_seconds']} s one-connection "
+             "runs. Tables show the run with the median throughput and the median CPU per request. "
+             "CPU is read from `/proc/<pid>/task/*/schedstat` around each run (every thread of "
+             "Envoy, and of the processor) and is less sensitive to other load on the machine than "
+             "requests per second.")
     L.append("")
     L.append("Commands (ports vary per run):")
     L.append("")
     L.append("```")
-    L.append("make bench        # = wrk/valgrind/matplotlib install, build, then:")
+    L.append("make bench        # = wrk/valgrind/matplotlib install, build (module, mock, bench/ crates), then:")
     L.append(f"{res['command']}")
     L.append(f"wrk -t1 -c{s['conns']} -d{s['seconds']}s --timeout 10s -s bench/wrk.lua http://127.0.0.1:PORT/v1/chat/completions   # throughput")
     L.append(f"wrk -t1 -c1 -d{s['latency_seconds']}s --timeout 10s -s bench/wrk.lua http://127.0.0.1:PORT/v1/chat/completions    # latency")
     L.append("   # env: BENCH_METHOD=POST BENCH_BODY=bench/out/bodies/chat_1024.json "
              f"BENCH_HOST={HOST} BENCH_KEY={KEY}")
+    L.append("target/bench/release/ext-proc-noop --listen 127.0.0.1:PORT --threads 1")
     L.append(f"bench/ttft.py (TtftClient): {s['ttft_samples']} streams per target, interleaved in 10 rounds")
     L.append("```")
     L.append("")
 
-    L.append(f"## Throughput ({s['conns']} connections, one Envoy worker)")
+    L.append(f"## All setups ({s['conns']} connections, one Envoy worker)")
     L.append("")
-    L.append("| case | no filter rps | filter rps | **ratio** | no filter p50 / p99 | filter p50 / p99 | "
-             "Envoy CPU/request no filter → filter | filter busy (own histogram) | mock CPU max |")
-    L.append("|---|---:|---:|---:|---|---|---|---:|---:|")
-    for cid, label, *_ in CASES:
-        row = res["throughput"].get(cid)
-        if not row:
-            continue
-        a, b = row["no_filter"], row["filter"]
-        L.append(
-            f"| {label} | {a['rps']:,.0f} | {b['rps']:,.0f} | **{ratio(b['rps'], a['rps']):.2f}** | "
-            f"{fmt_us(a['latency_us']['p50'])} / {fmt_us(a['latency_us']['p99'])} | "
-            f"{fmt_us(b['latency_us']['p50'])} / {fmt_us(b['latency_us']['p99'])} | "
-            f"{a['envoy_cpu_us_per_req']:.0f} → {b['envoy_cpu_us_per_req']:.0f} µs "
-            f"(ratio {ratio(a['envoy_cpu_us_per_req'], b['envoy_cpu_us_per_req']):.2f}) | "
-            f"{fmt_us(b.get('filter_busy_us_mean'))} | {max(a['mock_cpu_max'], b['mock_cpu_max']):.0%}"
-            f"{' ⚠' if max(a['mock_cpu_max'], b['mock_cpu_max']) > 0.7 else ''} |")
+    L += main_table(res)
+    L.append("")
+    L.append("**CPU/req** is Envoy's CPU per request, plus the processor's on the ext_proc rows. "
+             "CPU ratio = that of plain (or of the floor) ÷ that of the row: the throughput ratio "
+             "one saturated worker (plus, for ext_proc, a processor core) would reach; the rps "
+             "ratios also carry the noise of the machine. p50 / p99 are under "
+             f"{s['conns']} connections (queueing included).")
+    mt = res.get("meter")
+    if mt is None:
+        L.append("Meter: meter not built (`target/release/meter` absent; its counts would stand "
+                 "beside the filter rows).")
+    elif "error" in mt:
+        L.append(f"Meter: `target/release/meter --json` failed: {mt['error']}")
+    else:
+        L.append(f"Meter (`{mt.get('command', 'target/release/meter --json')}`; exchanges "
+                 f"{', '.join(f'{v} beside {k}' for k, v in METER_EXCHANGE.items())}, filter rows only; "
+                 f"module {mt.get('module_bytes', 0):,} bytes): host calls per exchange / Wasm fuel "
+                 "(operators executed) / bytes copied across the boundary.")
     L.append("")
     if res.get("errors"):
         L.append("**Runs with errors** (socket errors or non-2xx answers): " + "; ".join(res["errors"]))
     else:
         L.append("Every run: no socket errors, no non-2xx answers (wrk's error counters).")
     L.append("")
-    if any(max(r["no_filter"]["mock_cpu_max"], r["filter"]["mock_cpu_max"]) > 0.7
-           for r in res["throughput"].values()):
+    if any(r["mock_cpu_max"] > 0.7 for row in res["throughput"].values() for r in row.values()):
         L.append("⚠ = the busiest mock backend used over 70% of a core: for large bodies the mock "
                  "(which parses every body to count prompt words) competes with Envoy for the two "
-                 "cores and caps the no-filter rps, so that row's rps ratio flatters the filter; its "
-                 "CPU-per-request ratio does not depend on who the bottleneck is.")
+                 "cores and caps the rps of the cheaper setups, so that row's rps ratios flatter the "
+                 "dearer ones; its CPU ratios do not depend on who the bottleneck is.")
         L.append("")
-    L.append("The CPU ratio (no filter ÷ filter, Envoy CPU per request) is the throughput ratio one "
-             "saturated worker would reach; the measured rps ratio also carries the noise of the "
-             "machine. \"Filter busy\" is the mean of the filter's own `ai_gateway_filter_duration_us` "
-             "histogram: the time spent inside its request and response callbacks, host calls "
-             "included, `on_log` (records, quota settlement, metrics) not included.")
-    L.append("")
-
-    L.append("## Latency at one connection (no queueing)")
-    L.append("")
-    L.append("wrk with one connection: each request waits for the previous one, so this is the "
-             "latency of an idle gateway; \"added\" is filter minus no filter. p99 over a few "
-             "seconds on a shared 2-core machine is mostly scheduling noise (it can even come out "
-             "negative); p50 is the number to read.")
-    L.append("")
-    L.append("| case | no filter p50 / p99 | filter p50 / p99 | **added p50** | added p99 | p50 ratio |")
-    L.append("|---|---|---|---:|---:|---:|")
-    for key, label in res["latency_rows"]:
-        row = res["latency"].get(key)
-        if not row:
-            continue
-        a, b = row["no_filter"]["latency_us"], row["filter"]["latency_us"]
-        L.append(f"| {label} | {fmt_us(a['p50'])} / {fmt_us(a['p99'])} | {fmt_us(b['p50'])} / "
-                 f"{fmt_us(b['p99'])} | **{fmt_us(b['p50'] - a['p50'])}** | "
-                 f"{fmt_us(b['p99'] - a['p99'])} | {ratio(b['p50'], a['p50']):.2f} |")
-    L.append("")
-
-    t = res.get("ttft")
-    if t:
-        L.append("## Time to first token (streaming)")
-        L.append("")
-        L.append("A client (`bench/ttft.py`) sends a streaming chat request (1 KB body, "
-                 "`max_tokens: 2`) over a kept-alive connection and timestamps the first chunk "
-                 "that carries content (`tok0`). These mocks run `--ttft-ms 0 "
-                 "--tokens-per-second 1000`, so the first token is written alone and the next one "
-                 "1 ms later; a fresh pair of Envoys serves them. "
-                 f"{s['ttft_samples']} streams per target, interleaved in 10 rounds.")
-        L.append("")
-        L.append("| target | TTFT p50 | TTFT p90 | TTFT p99 | full stream p50 |")
-        L.append("|---|---:|---:|---:|---:|")
-        for name, label in [("direct", "mock directly"), ("no_filter", "Envoy, no filter"),
-                            ("filter", "Envoy + filter")]:
-            f, tot = t[name]
-            L.append(f"| {label} | {fmt_us(f['p50_us'])} | {fmt_us(f['p90_us'])} | "
-                     f"{fmt_us(f['p99_us'])} | {fmt_us(tot['p50_us'])} |")
-        fa, fb, fd = t["no_filter"][0], t["filter"][0], t["direct"][0]
-        L.append("")
-        L.append(f"TTFT added by the filter (filter − no filter): p50 **{fmt_us(fb['p50_us'] - fa['p50_us'])}**, "
-                 f"p99 **{fmt_us(fb['p99_us'] - fa['p99_us'])}**; through the gateway vs. direct to the "
-                 f"mock: p50 {fmt_us(fb['p50_us'] - fd['p50_us'])}, p99 {fmt_us(fb['p99_us'] - fd['p99_us'])}.")
+    xc = res.get("ext_proc_check")
+    if xc:
+        fin = xc.get("final") or {}
+        proc = fin.get("processor") or {}
+        L.append(f"The ext_proc rows went through the processor: before measuring, {xc['sanity']['requests']} "
+                 f"requests made {xc['sanity']['envoy_streams_started']} ext_proc streams in Envoy and "
+                 f"the processor answered {xc['sanity']['processor']}. Over the measured runs wrk "
+                 f"completed {fin.get('wrk_requests', 0):,} requests through that Envoy; Envoy counted "
+                 f"{fin.get('envoy', {}).get('streams_started', 0):,} ext_proc streams and "
+                 f"{fin.get('envoy', {}).get('stream_msgs_sent', 0):,} messages sent "
+                 f"({fin.get('envoy', {}).get('streams_failed', 0)} streams failed, "
+                 f"{fin.get('envoy', {}).get('message_timeouts', 0)} message timeouts) and the processor "
+                 f"{proc.get('streams', 0):,} streams with {proc.get('request_body', 0):,} request "
+                 f"bodies and {proc.get('response_body', 0):,} response body chunks "
+                 "(streams ≥ requests: wrk's last in-flight requests are cut off).")
         L.append("")
 
-    sw = res.get("sweep_fit")
-    if sw:
-        L.append("## Cost against body size")
+    L.append("## Per setup: streaming, one connection, body size")
+    L.append("")
+    L += summary_table(res)
+    L.append("")
+    L.append("TTFT: a client (`bench/ttft.py`) sends a streaming chat request (1 KB body, "
+             "`max_tokens: 2`) over a kept-alive connection and timestamps the first chunk that "
+             "carries content; these mocks run `--ttft-ms 0 --tokens-per-second 1000`, so the "
+             "first token is written alone; a fresh set of Envoys serves them. "
+             f"{s['ttft_samples']} streams per target, interleaved in 10 rounds"
+             + (f"; straight to the mock: p50 {fmt_us(res['ttft']['direct'][0]['p50_us'])}, p99 "
+                f"{fmt_us(res['ttft']['direct'][0]['p99_us'])}." if res.get("ttft") else "."))
+    L.append("One connection: wrk with one connection, each request waits for the previous one "
+             "(an idle gateway, no queueing); p50 is the number to read, p99 over a few seconds on "
+             "a shared machine is mostly scheduling noise.")
+    L.append("CPU per extra KB: least-squares fit of CPU/req (Envoy + processor) over the "
+             "1, 4, 16, 64 and 256 KB rows above, `fixed + per_KB × KB`.")
+    L.append("")
+    L.append(f"![CPU and latency vs body size]({os.path.basename(PLOT_PNG)})")
+    L.append("")
+
+    sweep = res.get("latency_sweep")
+    if sweep:
+        L.append("### One connection, every body size (`--latency-sweep`)")
         L.append("")
-        L.append(f"![latency vs body size]({os.path.basename(PLOT_PNG)})")
+        L.append("| case | " + " | ".join(f"{lbl} p50 / p99" for _, lbl in SETUPS) + " |")
+        L.append("|---|" + "---|" * len(SETUPS))
+        for key, label in res["latency_rows"]:
+            row = res["latency"].get(key)
+            if row:
+                L.append(f"| {label} | " + " | ".join(
+                    f"{fmt_us(row[n]['latency_us']['p50'])} / {fmt_us(row[n]['latency_us']['p99'])}"
+                    for n, _ in SETUPS) + " |")
         L.append("")
-        L.append("| body | no filter p50 | filter p50 | added p50 | Envoy CPU/request added | filter busy | native core instructions |")
-        L.append("|---:|---:|---:|---:|---:|---:|---:|")
-        cg = {r["size"]: r["instructions"] for r in (res.get("callgrind") or {}).get("rows", []) if r["kind"] == "chat"}
-        for p in res["sweep"]:
-            ins = cg.get(p["size"])
-            L.append(f"| {p['size'] // KB} KB | {fmt_us(p['nf_p50'])} | {fmt_us(p['f_p50'])} | "
-                     f"{fmt_us(p['f_p50'] - p['nf_p50'])} | {fmt_us(p['cpu_added'])} | "
-                     f"{fmt_us(p.get('busy'))} | {f'{ins:,.0f}' if ins else '–'} |")
-        L.append("")
-        L.append("Least-squares fits over the sweep, `cost = fixed + per_KB × KB` (R² close to 1 = linear):")
-        L.append("")
-        for name, fit in sw.items():
-            L.append(f"- {name}: {fit['a']:.1f} µs + {fit['b']:.3f} µs/KB, R² = {fit['r2']:.4f}"
-                     if fit.get("unit") != "ins" else
-                     f"- {name}: {fit['a']:,.0f} + {fit['b']:,.0f} instructions/KB, R² = {fit['r2']:.4f}")
+
+    busy = res.get("busy_fit")
+    if busy:
+        L.append(f"The filter's own busy time (`ai_gateway_filter_duration_us`, its request and "
+                 f"response callbacks, host calls included, `on_log` not) over the same rows: "
+                 f"{busy['a']:.1f} µs + {busy['b']:.3f} µs/KB, R² = {busy['r2']:.4f}.")
         L.append("")
 
     ab_rows = res.get("ablation")
-    if ab_rows:
+    pf = res.get("perf")
+    cg = res.get("callgrind")
+    if ab_rows or pf or cg:
         L.append("## Where the time goes")
         L.append("")
-        L.append(f"### Ablation: Envoy CPU per 1 KB chat request")
+    if ab_rows:
+        L.append("### Ablation: Envoy CPU per 1 KB chat request")
         L.append("")
         L.append(f"{len(ab_rows)} Envoys side by side (same mocks), each with one feature removed; each "
                  f"measured {s['ablation_reps']} times ({s['conns']} connections, {s['ablation_seconds']} s) "
@@ -690,26 +950,25 @@ def render_markdown(res):
             L.append(f"| {r['name']} | {r['rps']:,.0f} | {r['cpu_us']:.0f} µs | "
                      f"{', '.join(f'{x:.0f}' for x in r.get('cpu_all', []))} | {d:+.0f} µs |")
         L.append("")
-    pf = res.get("perf")
     if pf:
         L.append("### perf: Envoy's CPU by shared object, 1 KB chat")
         L.append("")
-        L.append("`perf record -e cpu-clock -F 999 -p <envoy pid>` during one throughput run per side "
+        L.append("`perf record -e cpu-clock -F 999 -p <envoy pid>` during one throughput run per setup "
                  "(the Envoy binary is stripped, so only the split by shared object is meaningful; "
-                 "V8's runtime and the Proxy-Wasm host functions are inside `envoy`).")
+                 "V8's runtime, the Proxy-Wasm host functions and the gRPC client are inside `envoy`). "
+                 "The processor's own CPU is not in this table.")
         L.append("")
         names = sorted({k for side in pf.values() for k in side["shares"]},
-                       key=lambda k: -pf["filter"]["shares"].get(k, 0))
-        L.append("| shared object | no filter µs/request | filter µs/request | added |")
-        L.append("|---|---:|---:|---:|")
+                       key=lambda k: -pf.get("filter", {"shares": {}})["shares"].get(k, 0))
+        setups = [n for n, _ in SETUPS if n in pf]
+        L.append("| shared object | " + " | ".join(f"{LABEL[n]} µs/req" for n in setups) + " |")
+        L.append("|---|" + "---:|" * len(setups))
         for k in names:
-            a = pf["no_filter"]["shares"].get(k, 0) / 100 * pf["no_filter"]["run"]["envoy_cpu_us_per_req"]
-            b = pf["filter"]["shares"].get(k, 0) / 100 * pf["filter"]["run"]["envoy_cpu_us_per_req"]
-            if a < 0.5 and b < 0.5:
+            vals = [pf[n]["shares"].get(k, 0) / 100 * pf[n]["run"]["envoy_cpu_us_per_req"] for n in setups]
+            if max(vals) < 0.5:
                 continue
-            L.append(f"| {k} | {a:.1f} | {b:.1f} | {b - a:+.1f} |")
+            L.append(f"| {k} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
         L.append("")
-    cg = res.get("callgrind")
     if cg:
         L.append("### callgrind: the core natively, per request")
         L.append("")
@@ -727,7 +986,12 @@ def render_markdown(res):
         for r in cg["rows"]:
             L.append(f"| {r['kind']} {r['size'] // KB} KB | {r['instructions']:,.0f} |")
         L.append("")
-        for size, top in sorted(cg["top"].items()):
+        rows = [r for r in cg["rows"] if r["kind"] == "chat"]
+        if len(rows) > 1:
+            f = fit([r["size"] / KB for r in rows], [r["instructions"] for r in rows])
+            L.append(f"Fit: {f['a']:,.0f} + {f['b']:,.0f} instructions/KB, R² = {f['r2']:.4f}.")
+            L.append("")
+        for size, top in sorted(cg["top"].items(), key=lambda kv: int(kv[0])):
             L.append(f"Top functions by self cost per request, chat {int(size) // KB} KB (difference "
                      "of the 1+N and 1 iteration runs, inlined code counted in its function):")
             L.append("")
@@ -781,58 +1045,71 @@ def targets(res):
     out = []
     th = res["throughput"].get("chat_1k")
     if th:
-        r = ratio(th["filter"]["rps"], th["no_filter"]["rps"])
-        c = ratio(th["no_filter"]["envoy_cpu_us_per_req"], th["filter"]["envoy_cpu_us_per_req"])
+        r = ratio(th["filter"]["rps"], th["plain"]["rps"])
+        c = ratio(th["plain"]["cpu_us_per_req"], th["filter"]["cpu_us_per_req"])
         ok = "met" if r >= 0.85 else "**not met**"
         out.append(f"- 1 KB chat throughput ratio ≥ 0.85 on one worker: measured {r:.2f} "
-                   f"(CPU-per-request ratio {c:.2f}) — {ok}.")
-    lat = res["latency"].get("chat_1024")
+                   f"(CPU-per-request ratio {c:.2f}; the floor alone: "
+                   f"{ratio(th['plain']['cpu_us_per_req'], th['floor']['cpu_us_per_req']):.2f}) — {ok}.")
+    lat = res["latency"].get("chat_1k")
     if lat:
-        added = lat["filter"]["latency_us"]["p50"] - lat["no_filter"]["latency_us"]["p50"]
+        added = lat["filter"]["latency_us"]["p50"] - lat["plain"]["latency_us"]["p50"]
         ok = "met" if added < 50 else "**not met**"
         out.append(f"- added p50 latency < 50 µs (1 KB chat, one connection): measured {added:.0f} µs — {ok}.")
     t = res.get("ttft")
     if t:
-        added = t["filter"][0]["p99_us"] - t["no_filter"][0]["p99_us"]
+        added = t["filter"][0]["p99_us"] - t["plain"][0]["p99_us"]
         ok = "met" if added < 1000 else "**not met**"
         out.append(f"- TTFT added < 1 ms at p99: measured {added:.0f} µs — {ok}.")
-    sw = res.get("sweep_fit")
-    if sw:
-        f = sw.get("filter busy (own histogram) vs body") or sw.get("added Envoy CPU/request vs body")
-        if f:
-            ok = "met" if f["r2"] >= 0.98 else "**not met**"
-            out.append(f"- per-request cost linear in body size: fixed {f['a']:.0f} µs + "
-                       f"{f['b']:.2f} µs/KB, R² = {f['r2']:.4f} — {ok}.")
+    f = res.get("busy_fit")
+    if f:
+        ok = "met" if f["r2"] >= 0.98 else "**not met**"
+        out.append(f"- per-request cost linear in body size (filter busy time, 1–256 KB): fixed "
+                   f"{f['a']:.0f} µs + {f['b']:.2f} µs/KB, R² = {f['r2']:.4f} — {ok}.")
     return out
 
 
 # -- main ------------------------------------------------------------------------------
 
-def start_sides(cfg, wasm, no_access_logs=False, variants=None):
-    launcher.WASM = wasm
-    nf = BenchTopology(with_filter=False, concurrency=1, plugin_config=cfg,
-                       no_access_logs=no_access_logs)
-    nf.start()
+def start_setups(cfg, wasm, floor, xp, mock_args=None):
+    """The four Envoys (plain owns the mocks, the others share them), as Sides."""
+    sides = []
     try:
-        f = BenchTopology(with_filter=True, concurrency=1, plugin_config=cfg, share_mocks_from=nf,
-                          no_access_logs=no_access_logs)
-        f.start()
+        plain = BenchTopology(with_filter=False, concurrency=1, plugin_config=cfg, mock_args=mock_args)
+        plain.start()
+        sides.append(Side("plain", plain))
+        variants = [
+            ("floor", True, ["--wasm", floor], False),
+            ("filter", True, ["--wasm", wasm], True),
+            ("ext_proc", False, ["--ext-proc-port", str(xp.port),
+                                 "--ext-proc-response-body-mode", EXT_PROC_RESPONSE_BODY_MODE], False),
+        ]
+        for name, with_filter, render_args, hist in variants:
+            t = BenchTopology(with_filter=with_filter, concurrency=1, plugin_config=cfg,
+                              share_mocks_from=plain, render_args=render_args)
+            t.start()
+            sides.append(Side(name, t, hist=hist, proc=xp if name == "ext_proc" else None))
     except BaseException:
-        nf.stop()
+        stop_setups(sides)
         raise
-    return nf, f
+    return sides
 
 
-def snapshot_wasm(src):
+def stop_setups(sides):
+    for s in reversed(sides):  # plain, which owns the mocks, last
+        s.topo.stop()
+
+
+def snapshot(src, name):
     """Benchmark a copy: others may rebuild target/ while this runs."""
     os.makedirs(OUT, exist_ok=True)
-    dst = os.path.join(OUT, "ai_gateway_filter.wasm")
+    dst = os.path.join(OUT, name)
     shutil.copyfile(src, dst)
     return dst
 
 
 def ablation(cfg, nf_topo, files, seconds, conns, reps=3):
-    case = CASES[1]
+    case = CHAT_1K
     variants = []
     variants.append(("no filter", False, cfg, False))
     variants.append(("no filter, no access logs", False, cfg, True))
@@ -886,29 +1163,22 @@ def ablation(cfg, nf_topo, files, seconds, conns, reps=3):
     return rows
 
 
-def measure_ttft(cfg, files, samples, main_nf):
-    """TTFT direct to a mock, through Envoy without and with the filter. Its own mocks
-    pace tokens (1000/s, TTFT 0 ms), so the first content chunk is a write of its own and
-    the client times exactly that chunk, not the whole stream."""
+def measure_ttft(cfg, files, samples, wasm, floor, xp):
+    """TTFT direct to a mock and through each of the four setups. Their own mocks pace
+    tokens (1000/s, TTFT 0 ms), so the first content chunk is a write of its own and the
+    client times exactly that chunk, not the whole stream."""
     paced = {"*": ["--ttft-ms", "0", "--tokens-per-second", "1000"]}
-    nf = BenchTopology(with_filter=False, concurrency=1, plugin_config=cfg, mock_args=paced)
-    nf.start()
+    sides = start_setups(cfg, wasm, floor, xp, mock_args=paced)
     try:
-        f = BenchTopology(with_filter=True, concurrency=1, plugin_config=cfg, share_mocks_from=nf)
-        f.start()
-        try:
-            with open(files[("stream_ttft", 1 * KB)], "rb") as fh:
-                body = fh.read()
-            clients = {
-                "direct": ttft.TtftClient(f"http://127.0.0.1:{nf.mock_base_port}", HOST, KEY, body),
-                "no_filter": ttft.TtftClient(nf.base_url, HOST, KEY, body),
-                "filter": ttft.TtftClient(f.base_url, HOST, KEY, body),
-            }
-            out = ttft.measure(clients, samples)
-        finally:
-            f.stop()
+        with open(files[("stream_ttft", 1 * KB)], "rb") as fh:
+            body = fh.read()
+        clients = {"direct": ttft.TtftClient(f"http://127.0.0.1:{sides[0].topo.mock_base_port}",
+                                             HOST, KEY, body)}
+        for s in sides:
+            clients[s.name] = ttft.TtftClient(s.topo.base_url, HOST, KEY, body)
+        out = ttft.measure(clients, samples)
     finally:
-        nf.stop()
+        stop_setups(sides)
     log("TTFT p50/p99 µs: " + ", ".join(
         f"{k} {v[0]['p50_us']:.0f}/{v[0]['p99_us']:.0f}" for k, v in out.items()))
     return out
@@ -928,7 +1198,7 @@ def opt_level_study(args, cfg, files):
         path = os.path.join(OUT, f"ai_gateway_filter.opt-{level}.wasm")
         shutil.copyfile(os.path.join(tdir, "wasm32-wasip1", "release", "ai_gateway_filter.wasm"), path)
         modules.append((level if level != "s" else '"s"', path))
-    case = CASES[1]
+    case = CHAT_1K
     nf = BenchTopology(with_filter=False, concurrency=1, plugin_config=cfg)
     nf.start()
     runs = {name: [] for name, _ in modules}
@@ -969,8 +1239,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=int, default=5, help="per throughput run")
     p.add_argument("--latency-seconds", type=int, default=3, help="per one-connection run")
-    p.add_argument("--reps", type=int, default=3, help="alternating throughput runs per side")
-    p.add_argument("--latency-reps", type=int, default=2, help="alternating one-connection runs per side")
+    p.add_argument("--reps", type=int, default=3, help="rounds of throughput runs per case")
+    p.add_argument("--latency-reps", type=int, default=3, help="rounds of one-connection runs")
     p.add_argument("--conns", type=int, default=16)
     p.add_argument("--ttft-samples", type=int, default=2000)
     p.add_argument("--ablation-seconds", type=int, default=3)
@@ -979,7 +1249,10 @@ def main():
     p.add_argument("--no-ablation", action="store_true")
     p.add_argument("--no-perf", action="store_true")
     p.add_argument("--no-callgrind", action="store_true")
+    p.add_argument("--latency-sweep", action="store_true",
+                   help="one-connection latency at every body size and for the stream, not only 1 KB chat")
     p.add_argument("--wasm", default=launcher.WASM)
+    p.add_argument("--floor-wasm", default=FLOOR_WASM)
     p.add_argument("--opt-level-study", action="store_true")
     p.add_argument("--render-only", action="store_true",
                    help="rewrite results.md and the plot from bench/out/results.json (after "
@@ -1003,94 +1276,128 @@ def main():
     if args.opt_level_study:
         launcher.WASM = args.wasm
         return opt_level_study(args, cfg, files)
-    wasm = snapshot_wasm(args.wasm)
+    launcher.require(args.floor_wasm, "the floor module", "run `make bench` (builds bench/floor)")
+    launcher.require(EXT_PROC_BIN, "the ext_proc processor", "run `make bench` (builds bench/ext-proc)")
+    wasm = snapshot(args.wasm, "ai_gateway_filter.wasm")
+    floor = snapshot(args.floor_wasm, "floor_filter.wasm")
+    launcher.WASM = wasm
     res = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine(wasm),
+        "machine": machine(wasm, floor),
         "load_before": loadavg(),
         "settings": {"seconds": args.seconds, "latency_seconds": args.latency_seconds,
-                     "reps": args.reps, "latency_reps": args.latency_reps, "conns": args.conns, "ttft_samples": args.ttft_samples,
-                     "ablation_seconds": args.ablation_seconds, "ablation_reps": args.ablation_reps},
+                     "reps": args.reps, "latency_reps": args.latency_reps, "conns": args.conns,
+                     "ttft_samples": args.ttft_samples, "ablation_seconds": args.ablation_seconds,
+                     "ablation_reps": args.ablation_reps},
         "command": "python -m bench.run_bench " + " ".join(sys.argv[1:]),
-        "throughput": {}, "latency": {}, "sweep": [],
+        "sizes": SIZES, "cases": [c[0] for c in CASES],
+        "throughput": {}, "latency": {}, "phase_s": {},
     }
     log(f"machine: {res['machine']['nproc']} cores, {res['machine']['cpu']}; load {res['load_before'][0]:.2f}")
     if res["load_before"][0] > 1.0:
         log("note: the machine is busy (load > 1); the numbers will be noisy")
-    nf_topo, f_topo = start_sides(cfg, wasm)
+
+    def phase(name, t0):
+        res["phase_s"][name] = round(time.time() - t0, 1)
+        log(f"[{name}: {res['phase_s'][name]:.0f} s]")
+
+    xp = ExtProc()
+    xp.start()
     try:
-        sides = [Side("no_filter", nf_topo, False), Side("filter", f_topo, True)]
-        mocks = nf_topo.mocks
-        sanity(sides, files)
-        log(f"both Envoys up (no filter :{nf_topo.gateway_port}, filter :{f_topo.gateway_port})")
+        t0 = time.time()
+        sides = start_setups(cfg, wasm, floor, xp)
+        plain = sides[0]
+        try:
+            mocks = plain.topo.mocks
+            ep = next(s for s in sides if s.name == "ext_proc")
+            check = {"sanity": sanity(sides, files, xp)}
+            e0, c0, n0 = ext_proc_stats(ep.topo), xp.counts(), ep.requests
+            log("four Envoys up: " + ", ".join(f"{s.name} :{s.topo.gateway_port}" for s in sides)
+                + f"; processor :{xp.port}")
+            phase("start", t0)
 
-        for case in CASES:
-            r = ab(sides, mocks, case, files, args.seconds, args.conns, args.reps, warmup=1)
-            res["throughput"][case[0]] = r
-            log(f"{case[1]:40s} rps {r['no_filter']['rps']:8,.0f} → {r['filter']['rps']:8,.0f} "
-                f"(ratio {ratio(r['filter']['rps'], r['no_filter']['rps']):.2f}); CPU/request "
-                f"{r['no_filter']['envoy_cpu_us_per_req']:.0f} → {r['filter']['envoy_cpu_us_per_req']:.0f} µs")
+            t0 = time.time()
+            for case in CASES:
+                r = rounds(sides, mocks, case, files, args.seconds, args.conns, args.reps, warmup=1)
+                res["throughput"][case[0]] = r
+                log(f"{case[1]:40s} rps " + " / ".join(f"{r[n]['rps']:,.0f}" for n, _ in SETUPS)
+                    + "; CPU/request " + " / ".join(f"{r[n]['cpu_us_per_req']:.0f}" for n, _ in SETUPS)
+                    + " µs (plain / floor / filter / ext_proc)")
+            phase("throughput", t0)
 
-        # One connection: latency without queueing, over the body-size sweep.
-        lat_cases = [("models", "GET /v1/models (key only)", CASES[0])]
-        for size in SWEEP_SIZES:
-            lat_cases.append((f"chat_{size}", f"chat, {size // KB} KB body",
-                              (f"chat_{size}", "", "POST", CHAT, size, False)))
-        lat_cases.append(("stream", "streaming chat, 1 KB (full stream)", CASES[4]))
-        res["latency_rows"] = [(k, label) for k, label, _ in lat_cases]
-        for key, label, case in lat_cases:
-            r = ab(sides, mocks, case, files, args.latency_seconds, 1, args.latency_reps, warmup=0)
-            res["latency"][key] = r
-            log(f"{label:40s} p50 {r['no_filter']['latency_us']['p50']} → {r['filter']['latency_us']['p50']} µs, "
-                f"p99 {r['no_filter']['latency_us']['p99']} → {r['filter']['latency_us']['p99']} µs")
-        for size in SWEEP_SIZES:
-            r = res["latency"][f"chat_{size}"]
-            res["sweep"].append({
-                "size": size,
-                "nf_p50": r["no_filter"]["latency_us"]["p50"], "f_p50": r["filter"]["latency_us"]["p50"],
-                "nf_p99": r["no_filter"]["latency_us"]["p99"], "f_p99": r["filter"]["latency_us"]["p99"],
-                "nf_cpu": r["no_filter"]["envoy_cpu_us_per_req"], "f_cpu": r["filter"]["envoy_cpu_us_per_req"],
-                "cpu_added": r["filter"]["envoy_cpu_us_per_req"] - r["no_filter"]["envoy_cpu_us_per_req"],
-                "busy": r["filter"].get("filter_busy_us_mean"),
-            })
+            # One connection: latency without queueing.
+            t0 = time.time()
+            lat_cases = [("chat_1k", "chat, 1 KB body", CHAT_1K)]
+            if args.latency_sweep:
+                lat_cases += [(c[0], c[1], c) for c in CASES[1:]]
+            res["latency_rows"] = [(k, label) for k, label, _ in lat_cases]
+            res["latency_sweep"] = args.latency_sweep
+            for key, label, case in lat_cases:
+                r = rounds(sides, mocks, case, files, args.latency_seconds, 1, args.latency_reps, warmup=0)
+                res["latency"][key] = r
+                log(f"{label:40s} 1 connection p50 " + " / ".join(
+                    f"{r[n]['latency_us']['p50']}" for n, _ in SETUPS) + " µs")
+            phase("latency", t0)
 
-        if not args.no_perf and perf_works():
-            res["perf"] = {s.name: perf_split(s, mocks, CASES[1], files, args.seconds, args.conns)
-                           for s in sides}
-            log("perf: " + json.dumps({k: v["shares"] for k, v in res["perf"].items()}))
+            if not args.no_perf and perf_works():
+                t0 = time.time()
+                res["perf"] = {s.name: perf_split(s, mocks, CHAT_1K, files, args.seconds, args.conns)
+                               for s in sides}
+                log("perf: " + json.dumps({k: v["shares"] for k, v in res["perf"].items()}))
+                phase("perf", t0)
+
+            e1, c1 = ext_proc_stats(ep.topo), xp.counts()
+            check["final"] = {"wrk_requests": ep.requests - n0,
+                              "envoy": {k: e1.get(k, 0) - e0.get(k, 0) for k in e1},
+                              "processor": {k: c1[k] - c0[k] for k in c1}}
+            res["ext_proc_check"] = check
+            log(f"ext_proc: wrk completed {check['final']['wrk_requests']:,} requests; Envoy "
+                f"streams_started {check['final']['envoy'].get('streams_started', 0):,}; processor "
+                f"{check['final']['processor']}")
+            if check["final"]["processor"]["streams"] < check["final"]["wrk_requests"]:
+                ERRORS.append("ext_proc: the processor saw fewer streams than wrk completed requests")
+        finally:
+            for s in sides[1:]:
+                s.topo.stop()
+        try:
+            t0 = time.time()
+            res["ttft"] = measure_ttft(cfg, files, args.ttft_samples, wasm, floor, xp)
+            phase("ttft", t0)
+            if not args.no_ablation:
+                t0 = time.time()
+                res["ablation"] = ablation(cfg, plain.topo, files, args.ablation_seconds, args.conns,
+                                           args.ablation_reps)
+                phase("ablation", t0)
+        finally:
+            plain.topo.stop()
     finally:
-        f_topo.stop()
-    try:
-        res["ttft"] = measure_ttft(cfg, files, args.ttft_samples, nf_topo)
-        if not args.no_ablation:
-            res["ablation"] = ablation(cfg, nf_topo, files, args.ablation_seconds, args.conns,
-                                       args.ablation_reps)
-    finally:
-        nf_topo.stop()
+        xp.stop()
 
     if not args.no_callgrind:
+        t0 = time.time()
         res["callgrind"] = callgrind_profile(cfg_path, files)
+        phase("callgrind", t0)
+    res["meter"] = run_meter(wasm)
+    if res["meter"] is None:
+        log("meter not built (target/release/meter)")
 
-    xs = [p["size"] / KB for p in res["sweep"]]
-    fits = {}
-    fits["added p50 latency vs body"] = fit(xs, [p["f_p50"] - p["nf_p50"] for p in res["sweep"]])
-    fits["added Envoy CPU/request vs body"] = fit(xs, [p["cpu_added"] for p in res["sweep"]])
-    if all(p.get("busy") is not None for p in res["sweep"]):
-        fits["filter busy (own histogram) vs body"] = fit(xs, [p["busy"] for p in res["sweep"]])
-    if res.get("callgrind"):
-        rows = [r for r in res["callgrind"]["rows"] if r["kind"] == "chat"]
-        f = fit([r["size"] / KB for r in rows], [r["instructions"] for r in rows])
-        f["unit"] = "ins"
-        fits["native core instructions vs body"] = f
-    res["sweep_fit"] = fits
+    xs = [s / KB for s in SIZES]
+    chat = [f"chat_{s // KB}k" for s in SIZES]
+    res["cpu_fit"] = {n: fit(xs, [res["throughput"][c][n]["cpu_us_per_req"] for c in chat])
+                      for n, _ in SETUPS}
+    busy = [res["throughput"][c]["filter"].get("filter_busy_us_mean") for c in chat]
+    if all(b is not None for b in busy):
+        res["busy_fit"] = fit(xs, busy)
     res["load_after"] = loadavg()
     res["errors"] = ERRORS
+
     def dist(xs):
         if not xs:
             return {"median": 0, "p90": 0, "max": 0}
         return {"median": statistics.median(xs), "p90": sorted(xs)[int(0.9 * (len(xs) - 1))],
                 "max": max(xs)}
     res["noise"] = dict(dist(NOISE), runs=len(NOISE), steal=dist(STEAL), retried=len(RETRIED))
+    res["run_wall_s"] = {str(k): statistics.mean(v) for k, v in RUN_WALL.items()}
     res["targets"] = targets(res)
     res["elapsed_s"] = round(time.time() - t_start)
     with open(results_json(args.quick), "w") as f:
@@ -1115,8 +1422,9 @@ def write_report(res, quick):
         with open(analysis) as f:
             res["analysis"] = f.read().rstrip("\n").split("\n")
     md = render_markdown(res)
-    md += (f"\n_`bench/run_bench.py` took {res['elapsed_s']} s (plus the build, when `make bench` "
-           "has to rebuild the module)._\n")
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in res.get("phase_s", {}).items())
+    md += (f"\n_`bench/run_bench.py` took {res['elapsed_s']} s ({phases}), plus the build when "
+           "`make bench` has to rebuild something._\n")
     md_path = RESULTS_MD if not quick else os.path.join(OUT, "results-quick.md")
     with open(md_path, "w") as f:
         f.write(md)

@@ -86,7 +86,7 @@ class Topology:
     def __init__(self, plugin_config=None, plugin_config_file=None, concurrency=1,
                  gateway_port=None, admin_port=None, mock_base_port=None, log_dir=None,
                  with_filter=True, mock_args=None, jwt_jwks=None, failure_policy="FAIL_CLOSED",
-                 env=None, quiet=True, lds=False):
+                 env=None, quiet=True, lds=False, render_args=None):
         self.plugin_config = plugin_config
         self.plugin_config_file = plugin_config_file or os.path.join(ROOT, "filters", "demo.json")
         self.concurrency = concurrency
@@ -107,6 +107,8 @@ class Topology:
         # lds=True: the listener comes from a watched file (render.py --lds-dir), so a new
         # plugin configuration can be pushed to the running Envoy (push_plugin_config).
         self.lds_dir = os.path.join(self.workdir, "lds") if lds else None
+        # More render.py options, after the ones above (a later option wins).
+        self.render_args = list(render_args or [])
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self):
@@ -158,7 +160,7 @@ class Topology:
             args.append("--no-filter")
         if self.lds_dir:
             args += ["--lds-dir", self.lds_dir]
-        render.main(args)
+        render.main(args + self.render_args)
 
     def push_plugin_config(self, plugin_config):
         """Replace the listener (LDS mode only) with one carrying this plugin configuration."""

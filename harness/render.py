@@ -9,13 +9,18 @@ uses the defaults and paths relative to the repository root (for `func-e run -c`
         [--mock-base-port 18001] [--plugin-config filters/demo.json]
         [--wasm target/wasm32-wasip1/release/ai_gateway_filter.wasm]
         [--log-dir envoy-demo/logs] [--no-filter] [--jwt-jwks FILE] [-o OUT]
-        [--lds-dir DIR]
+        [--lds-dir DIR] [--ext-proc-port PORT [--ext-proc-response-body-mode STREAMED]]
 
 With --lds-dir the gateway listener is not in the bootstrap: it is written to
 DIR/listeners.yaml (atomically, by rename) and Envoy loads it through file-based LDS,
 watching DIR. Rendering again with another plugin configuration pushes it to a running
 Envoy, which is how the fault tests push a bad configuration. The default output is
 unchanged.
+
+Benchmark variants (`make bench`), each the same bootstrap with one difference:
+--no-filter drops the Wasm filter; --wasm OTHER.wasm loads another module in the same
+filter configuration; --ext-proc-port puts Envoy's ext_proc filter, calling a gRPC
+processor on 127.0.0.1:PORT, where the Wasm filter was.
 """
 import argparse
 import json
@@ -183,8 +188,10 @@ def render(args):
     }
     for k, v in values.items():
         text = text.replace("{{" + k + "}}", v)
-    if args.no_filter:
+    if args.no_filter or args.ext_proc_port:
         text = strip_wasm_filter(text)
+    if args.ext_proc_port:
+        text = add_ext_proc(text, args.ext_proc_port, args.ext_proc_response_body_mode)
     return text
 
 
@@ -201,6 +208,55 @@ def strip_wasm_filter(text):
         if not skipping:
             out.append(line)
     return "\n".join(out)
+
+
+EXT_PROC_CLUSTER = "ext-proc"
+
+
+def add_ext_proc(text, port, response_body_mode):
+    """Envoy's ext_proc filter in the Wasm filter's place (before the router), calling the
+    processor at 127.0.0.1:port over gRPC (cluster `ext-proc`, HTTP/2).
+
+    Every phase goes to the processor: request headers, the request body buffered whole
+    (BUFFERED, as the Wasm filter reads it), response headers and the response body in
+    `response_body_mode` (STREAMED: each chunk as it arrives, so a stream keeps
+    streaming; NONE: not sent). Trailers are skipped: OpenAI traffic has none. A failed
+    processor fails the request (failure_mode_allow: false, like FAIL_CLOSED)."""
+    filt = indent([
+        "- name: envoy.filters.http.ext_proc",
+        "  typed_config:",
+        '    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor',
+        f"    grpc_service: {{ envoy_grpc: {{ cluster_name: {EXT_PROC_CLUSTER} }} }}",
+        "    failure_mode_allow: false",
+        "    message_timeout: 5s",
+        "    processing_mode:",
+        "      request_header_mode: SEND",
+        "      request_body_mode: BUFFERED",
+        "      request_trailer_mode: SKIP",
+        "      response_header_mode: SEND",
+        f"      response_body_mode: {response_body_mode}",
+        "      response_trailer_mode: SKIP",
+    ], 18)
+    router = " " * 18 + "- name: envoy.filters.http.router"
+    if router not in text:
+        raise SystemExit("render: template layout changed; no router filter to put ext_proc before")
+    text = text.replace(router, filt + "\n" + router, 1)
+    cluster = indent([
+        f"- name: {EXT_PROC_CLUSTER}",
+        "  type: STATIC",
+        "  connect_timeout: 1s",
+        "  typed_extension_protocol_options:",
+        "    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:",
+        '      "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+        "      explicit_http_config: { http2_protocol_options: {} }",
+        "  load_assignment:",
+        f"    cluster_name: {EXT_PROC_CLUSTER}",
+        "    endpoints:",
+        "      - lb_endpoints:",
+        f"          - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}",
+    ], 4)
+    # The clusters are the bootstrap's last section.
+    return text.rstrip("\n") + "\n" + cluster + "\n"
 
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -251,6 +307,9 @@ def main(argv=None):
     p.add_argument("--jwt-jwks", default=None)
     p.add_argument("--no-filter", action="store_true")
     p.add_argument("--lds-dir", default=None, help="serve the listener via file-based LDS from DIR")
+    p.add_argument("--ext-proc-port", type=int, default=None,
+                   help="ext_proc filter calling a processor on 127.0.0.1:PORT instead of the Wasm filter")
+    p.add_argument("--ext-proc-response-body-mode", default="STREAMED", choices=["STREAMED", "NONE"])
     p.add_argument("-o", "--output", default="-")
     args = p.parse_args(argv)
     text = render(args)
