@@ -52,7 +52,10 @@ impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.run(0, |req, now_ms| {
             let headers = abi::get_headers(REQUEST_HEADERS).ok();
-            let peer = abi::get_property_string(&["connection", "uri_san_peer_certificate"]);
+            let peer = req
+                .wants_peer_identity()
+                .then(|| abi::get_property_string(&["connection", "uri_san_peer_certificate"]))
+                .flatten();
             let input = RequestHeaders {
                 headers: headers.as_deref(),
                 peer_uri_san: peer.as_deref(),

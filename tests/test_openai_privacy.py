@@ -24,7 +24,9 @@ def gw():
         holder["path"] = os.path.join(topo.log_dir, "state.log")
         add_state_log(doc, holder["path"])
 
-    topo = PatchedTopology(patch=patch, plugin_config=demo_config(), concurrency=1)
+    # Every filter-state key is written and logged, so every one is searched for canaries.
+    topo = PatchedTopology(patch=patch, plugin_config=dict(demo_config(), filter_state="full"),
+                           concurrency=1)
     with topo:
         topo.state_log = holder["path"]
         yield topo

@@ -47,9 +47,10 @@ impl TrafficClass {
 #[serde(rename_all = "snake_case")]
 pub enum FilterStateMode {
     /// The two records plus one key per record field, for custom access-log formats.
-    #[default]
     Full,
-    /// Only `ai.record`, `ai.audit`, `ai.tenant` and `ai.tokens_total`.
+    /// Only `ai.record`, `ai.audit`, `ai.tenant` and `ai.tokens_total`: the access logs
+    /// need the records, the global rate limit the tenant and the token count.
+    #[default]
     Records,
 }
 

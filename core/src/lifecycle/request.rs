@@ -138,6 +138,12 @@ impl Request {
         }
     }
 
+    /// Whether the host should read the mTLS peer's URI SAN (only tenants with
+    /// `spiffe_ids` use it; the read is a host call).
+    pub fn wants_peer_identity(&self) -> bool {
+        self.cfg.as_ref().is_some_and(|c| !c.spiffe_ids.is_empty())
+    }
+
     /// Whether the host should read the buffered body for [`Request::on_request_body`].
     pub fn wants_request_body(&self, end_of_stream: bool) -> bool {
         end_of_stream && self.reading_body && !self.local_reply && self.cfg.is_some()
