@@ -3,12 +3,14 @@
 //! rules depend on these spellings; change them only with a version bump (see README).
 
 /// Version of the filter-state / log contract. Bumped on any incompatible change.
-pub const CONTRACT_VERSION: u32 = 1;
+pub const CONTRACT_VERSION: u32 = 2;
 
 /// Every field of the gateway record (`wasm.ai.record`), in order: the gateway
-/// log contract plus `model`, `traffic_class`, `usage_estimated`, `prompt_sha256` and
-/// `stream_complete`. (`prompt_preview` appears only when previews are configured.)
-pub const GATEWAY_RECORD_FIELDS: [&str; 19] = [
+/// log contract plus `model`, `traffic_class`, `usage_estimated`, `prompt_sha256`,
+/// `prompt_blake3` and `stream_complete` (version 2 added `prompt_blake3`, the default
+/// fingerprint; `prompt_sha256` is set only under `fingerprint_algorithm: hmac_sha256`).
+/// `prompt_preview` appears only when previews are configured.
+pub const GATEWAY_RECORD_FIELDS: [&str; 20] = [
     "timestamp",
     "request_id",
     "tenant",
@@ -27,6 +29,7 @@ pub const GATEWAY_RECORD_FIELDS: [&str; 19] = [
     "traffic_class",
     "usage_estimated",
     "prompt_sha256",
+    "prompt_blake3",
     "stream_complete",
 ];
 
@@ -58,6 +61,7 @@ pub mod state {
     pub const REASON: &str = "ai.reason";
     pub const USAGE_ESTIMATED: &str = "ai.usage_estimated";
     pub const PROMPT_SHA256: &str = "ai.prompt_sha256";
+    pub const PROMPT_BLAKE3: &str = "ai.prompt_blake3";
     pub const HOSTNAME: &str = "ai.hostname";
 }
 

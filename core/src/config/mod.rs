@@ -14,7 +14,7 @@ use crate::openai::request::Api;
 
 use crate::config::digest::DigestMap;
 use crate::quota::QuotaConfig;
-use crate::redact::{RedactionConfig, Redactor};
+use crate::redact::{FingerprintKey, RedactionConfig, Redactor};
 
 /// Traffic classes: what a request is for, which decides its routing header and whether it
 /// may use a tenant's interactive token reserve (`docs/quotas.md`).
@@ -356,8 +356,10 @@ pub struct Config {
     pub filter_state: FilterStateMode,
     pub redactor: Redactor,
     pub preview_chars: usize,
-    /// HMAC key for `prompt_sha256`; without one no fingerprint is written.
+    /// The configured fingerprint salt; without one no fingerprint is written.
     pub fingerprint_salt: Option<Vec<u8>>,
+    /// The salt prepared for `redaction.fingerprint_algorithm`.
+    pub fingerprint_key: Option<FingerprintKey>,
 }
 
 impl Config {

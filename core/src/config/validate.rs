@@ -10,7 +10,7 @@ use crate::config::{
     TrafficClass,
 };
 use crate::openai::request::Api;
-use crate::redact::{RedactionConfig, Redactor};
+use crate::redact::{FingerprintKey, RedactionConfig, Redactor};
 
 /// Names that end up as metric label values and shared-data keys: keep them plain.
 fn check_name(path: &str, name: &str) -> Result<(), String> {
@@ -79,6 +79,9 @@ pub fn build(spec: ConfigSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<C
         filter_state: spec.filter_state,
         preview_chars: spec.redaction.prompt_preview_chars,
         redactor,
+        fingerprint_key: salt
+            .as_ref()
+            .map(|s| FingerprintKey::new(spec.redaction.fingerprint_algorithm, s)),
         fingerprint_salt: salt,
     })
 }
@@ -324,7 +327,7 @@ fn check_settings(
     Ok(())
 }
 
-/// The HMAC key for `prompt_sha256`: inline or from the VM's environment, 16 bytes or more.
+/// The fingerprint salt: inline or from the VM's environment, 16 bytes or more.
 fn fingerprint_salt(
     r: &RedactionConfig,
     env: &dyn Fn(&str) -> Option<String>,

@@ -12,6 +12,7 @@ use crate::openai::request::{self, Api, ParsedRequest};
 use crate::openai::sse::SseScanner;
 use crate::openai::usage::{JsonUsageScanner, Usage};
 use crate::record::{sanitize, AuditRecord, GatewayRecord};
+use crate::redact::FingerprintAlgorithm;
 
 /// What the host knows when request headers arrive.
 pub struct RequestHead<'a> {
@@ -122,7 +123,8 @@ pub struct Exchange {
     pub traffic_class: Option<TrafficClass>,
     pub estimated_prompt_tokens: Option<u64>,
     pub max_completion_tokens: Option<u64>,
-    pub prompt_sha256: Option<String>,
+    /// The prompt's keyed fingerprint and the algorithm that made it.
+    pub prompt_fingerprint: Option<(FingerprintAlgorithm, String)>,
     pub prompt_preview: Option<String>,
     pub response_status: Option<u16>,
     pub ttft_ms: Option<u64>,
@@ -152,7 +154,7 @@ impl Exchange {
             traffic_class: None,
             estimated_prompt_tokens: None,
             max_completion_tokens: None,
-            prompt_sha256: None,
+            prompt_fingerprint: None,
             prompt_preview: None,
             response_status: None,
             ttft_ms: None,
@@ -357,14 +359,13 @@ impl Exchange {
 
     fn fingerprint(&mut self, cfg: &Config, parsed: &ParsedRequest) {
         // Normalizing a large prompt costs about a fifth of a 1 MB request: only when used.
-        if cfg.fingerprint_salt.is_none() && cfg.preview_chars == 0 {
-            return;
-        }
-        let pieces = parsed.normalized_pieces();
-        if let Some(salt) = &cfg.fingerprint_salt {
-            self.prompt_sha256 = Some(crate::redact::prompt_fingerprint(salt, pieces.iter()));
+        if let Some(key) = &cfg.fingerprint_key {
+            // Normalized and hashed in one pass: no normalized copy of the prompt.
+            let hex = key.fingerprint(|sink| parsed.feed_normalized(sink));
+            self.prompt_fingerprint = Some((key.algorithm(), hex));
         }
         if cfg.preview_chars > 0 {
+            let pieces = parsed.normalized_pieces();
             // The preview scans at most 4 bytes a char plus a margin; joining a 1 MB
             // prompt just to cut it would copy it for nothing.
             let cap = cfg.preview_chars.saturating_mul(4).saturating_add(4_360);
@@ -505,6 +506,13 @@ impl Exchange {
         }
     }
 
+    fn fingerprint_of(&self, algorithm: FingerprintAlgorithm) -> Option<String> {
+        match &self.prompt_fingerprint {
+            Some((a, hex)) if *a == algorithm => Some(hex.clone()),
+            _ => None,
+        }
+    }
+
     /// Build both records. Only upstream-served responses count tokens and cost.
     pub fn records(&self, cfg: &Config, end: &End) -> (GatewayRecord, AuditRecord) {
         let timestamp = crate::record::timefmt::rfc3339_millis(self.start_ms);
@@ -550,7 +558,8 @@ impl Exchange {
             model: self.model.clone(),
             traffic_class: self.traffic_class.map(TrafficClass::as_str),
             usage_estimated: usage.map(|(_, e)| e),
-            prompt_sha256: self.prompt_sha256.clone(),
+            prompt_sha256: self.fingerprint_of(FingerprintAlgorithm::HmacSha256),
+            prompt_blake3: self.fingerprint_of(FingerprintAlgorithm::Blake3),
             stream_complete: if self.stream == Some(true) {
                 self.stream_complete()
             } else {

@@ -238,6 +238,35 @@ impl ParsedRequest<'_> {
         self.pieces.iter().filter_map(|p| normalize(p)).collect()
     }
 
+    /// The same normalized text as [`ParsedRequest::normalized_prompt`], handed to `sink`
+    /// in blocks of up to [`NORMALIZED_BLOCK`] bytes (whitespace-free runs longer than a
+    /// block go through whole): one pass over the bytes, no allocation, few sink calls.
+    pub fn feed_normalized(&self, sink: &mut dyn FnMut(&[u8])) {
+        let mut out = BlockWriter {
+            buf: [0; NORMALIZED_BLOCK],
+            len: 0,
+            sink,
+        };
+        let mut first = true;
+        for piece in &self.pieces {
+            let piece: &str = piece.as_ref();
+            let mut words = Words { rest: piece };
+            let Some(word) = words.next() else {
+                continue; // whitespace only: left out, no separator
+            };
+            if !first {
+                out.write(b"\n");
+            }
+            first = false;
+            out.write(word.as_bytes());
+            for word in words {
+                out.write(b" ");
+                out.write(word.as_bytes());
+            }
+        }
+        out.flush();
+    }
+
     /// [`ParsedRequest::normalized_prompt`] collected into one string.
     pub fn normalized_prompt_string(&self) -> String {
         self.normalized_prompt().collect()
@@ -265,6 +294,80 @@ impl ParsedRequest<'_> {
             Api::Embeddings => None,
         }
     }
+}
+
+/// Block size of [`ParsedRequest::feed_normalized`].
+pub const NORMALIZED_BLOCK: usize = 1024;
+
+/// Collects small writes into blocks for a sink (a hasher pays per call).
+struct BlockWriter<'s> {
+    buf: [u8; NORMALIZED_BLOCK],
+    len: usize,
+    sink: &'s mut dyn FnMut(&[u8]),
+}
+
+impl BlockWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) {
+        let end = self.len.saturating_add(bytes.len());
+        if let Some(dst) = self.buf.get_mut(self.len..end) {
+            dst.copy_from_slice(bytes);
+            self.len = end;
+            return;
+        }
+        self.flush();
+        if let Some(dst) = self.buf.get_mut(..bytes.len()) {
+            dst.copy_from_slice(bytes);
+            self.len = bytes.len();
+        } else {
+            (self.sink)(bytes);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(full) = self.buf.get(..self.len) {
+            if !full.is_empty() {
+                (self.sink)(full);
+            }
+        }
+        self.len = 0;
+    }
+}
+
+/// `str::split_whitespace` with an ASCII fast path: runs of non-whitespace bytes are
+/// found bytewise, and only non-ASCII bytes are decoded to test Unicode `White_Space`.
+struct Words<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let start = next_boundary(self.rest, true)?;
+        let tail = self.rest.get(start..)?;
+        let len = next_boundary(tail, false).unwrap_or(tail.len());
+        let (word, rest) = tail.split_at(len);
+        self.rest = rest;
+        Some(word)
+    }
+}
+
+/// Byte offset of the first char of `s` that is (`want_word`: is not) whitespace.
+fn next_boundary(s: &str, want_word: bool) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let (ws, len) = if b < 0x80 {
+            (matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'), 1)
+        } else {
+            let c = s.get(i..).and_then(|t| t.chars().next())?;
+            (c.is_whitespace(), c.len_utf8())
+        };
+        if ws != want_word {
+            return Some(i);
+        }
+        i += len;
+    }
+    None
 }
 
 /// Trims `piece` and collapses inner whitespace runs to one space; `None` if

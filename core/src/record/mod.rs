@@ -34,8 +34,12 @@ pub struct GatewayRecord {
     pub model: Option<String>,
     pub traffic_class: Option<&'static str>,
     pub usage_estimated: Option<bool>,
-    /// HMAC-SHA-256 of the normalized prompt under the configured salt.
+    /// HMAC-SHA-256 of the normalized prompt under the configured salt
+    /// (`redaction.fingerprint_algorithm: hmac_sha256`).
     pub prompt_sha256: Option<String>,
+    /// BLAKE3 (keyed) of the normalized prompt under a key derived from the salt (the
+    /// default algorithm).
+    pub prompt_blake3: Option<String>,
     /// For streams: whether the upstream finished the stream (`[DONE]` or a clean end).
     pub stream_complete: Option<bool>,
     /// Only when `redaction.prompt_preview_chars` > 0: a masked, truncated preview.
@@ -105,6 +109,7 @@ pub fn state_entries(
         g.usage_estimated.map(|b| b.to_string()),
     );
     opt(state::PROMPT_SHA256, s(&g.prompt_sha256));
+    opt(state::PROMPT_BLAKE3, s(&g.prompt_blake3));
     opt(state::DECISION, Some(a.decision.to_string()));
     opt(state::REASON, a.reason.map(str::to_string));
     out

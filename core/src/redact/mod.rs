@@ -20,7 +20,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-pub use fingerprint::prompt_fingerprint;
+pub use fingerprint::{prompt_fingerprint, FingerprintAlgorithm, FingerprintKey, KEY_CONTEXT};
 pub use preview::redacted_preview;
 
 use span::Span;
@@ -45,6 +45,10 @@ pub struct RedactionConfig {
     /// host, which then calls [`Redactor::with_salt`].
     #[serde(default)]
     pub fingerprint_salt_env: Option<String>,
+    /// The keyed hash behind the record's prompt fingerprint (`blake3`, the default, or
+    /// `hmac_sha256`); each writes its own field (`prompt_blake3`, `prompt_sha256`).
+    #[serde(default)]
+    pub fingerprint_algorithm: FingerprintAlgorithm,
     /// Maximum characters of redacted prompt preview; 0 turns previews off.
     #[serde(default)]
     pub prompt_preview_chars: usize,
@@ -61,6 +65,7 @@ impl fmt::Debug for RedactionConfig {
                 &self.fingerprint_salt.as_ref().map(|_| "<redacted>"),
             )
             .field("fingerprint_salt_env", &self.fingerprint_salt_env)
+            .field("fingerprint_algorithm", &self.fingerprint_algorithm)
             .field("prompt_preview_chars", &self.prompt_preview_chars)
             .field("patterns", &self.patterns)
             .finish()

@@ -916,7 +916,8 @@ fn record_of_a_served_streaming_request() {
     assert_eq!(v["traffic_class"], "streaming");
     assert_eq!(v["usage_estimated"], false);
     assert_eq!(v["stream_complete"], true);
-    let fp = v["prompt_sha256"].as_str().unwrap();
+    assert!(v["prompt_sha256"].is_null(), "BLAKE3 is the default fingerprint");
+    let fp = v["prompt_blake3"].as_str().unwrap();
     assert_eq!(fp.len(), 64);
     assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()));
     assert!(!v.contains_key("prompt_preview"));
@@ -979,6 +980,7 @@ fn record_of_a_denied_request_has_nulls_for_the_unknown() {
         "model",
         "usage_estimated",
         "prompt_sha256",
+        "prompt_blake3",
         "stream_complete",
     ] {
         assert!(v[k].is_null(), "{k} = {}", v[k]);
@@ -1077,7 +1079,7 @@ fn classify_prefers_stream_then_tools_then_the_route() {
 fn fingerprint_of(c: &Config, body: &Value) -> Option<String> {
     let (ex, out) = send_json(c, "/v1/chat/completions", body);
     decision(out);
-    ex.prompt_sha256
+    ex.prompt_fingerprint.map(|(_, hex)| hex)
 }
 
 #[test]
@@ -1103,7 +1105,7 @@ fn prompt_fingerprint_ignores_whitespace_but_nothing_else() {
         fingerprint_of(&c2, &msg("Summarize the report")).unwrap(),
         a
     );
-    // It is an HMAC, not a bare hash of the prompt.
+    // It is keyed, not a bare hash of the prompt.
     let bare: String = sha256(b"Summarize the report")
         .iter()
         .map(|x| format!("{x:02x}"))
@@ -1112,6 +1114,25 @@ fn prompt_fingerprint_ignores_whitespace_but_nothing_else() {
     // Without a salt, no fingerprint is written.
     let c3 = cfg_with(|s| s["redaction"] = json!({}));
     assert_eq!(fingerprint_of(&c3, &msg("Summarize the report")), None);
+}
+
+#[test]
+fn each_algorithm_is_the_keyed_hash_it_names() {
+    let text = "Summarize the report";
+    let msg = json!({"model":"llama3-8b","messages":[{"role":"user","content":text}]});
+    let key = blake3::derive_key(crate::redact::KEY_CONTEXT, SALT.as_bytes());
+    let want = blake3::keyed_hash(&key, text.as_bytes()).to_hex().to_string();
+    assert_eq!(fingerprint_of(&cfg(), &msg).unwrap(), want);
+
+    let c = cfg_with(|s| {
+        s["redaction"] = json!({"fingerprint_salt": SALT, "fingerprint_algorithm": "hmac_sha256"})
+    });
+    let (ex, out) = send_json(&c, "/v1/chat/completions", &msg);
+    decision(out);
+    let (gateway, _) = ex.records(&c, &End::default());
+    let want = crate::redact::prompt_fingerprint(SALT.as_bytes(), [text]);
+    assert_eq!(gateway.prompt_sha256.as_deref(), Some(want.as_str()));
+    assert_eq!(gateway.prompt_blake3, None);
 }
 
 #[test]

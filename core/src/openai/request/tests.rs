@@ -802,3 +802,29 @@ fn max_completion_tokens_method_is_the_effective_limit() {
     let p = ok(Api::Responses, r#"{"model":"m","max_output_tokens":3}"#);
     assert_eq!(p.max_completion_tokens(), Some(3));
 }
+
+#[test]
+fn fed_blocks_are_the_normalized_prompt() {
+    let long_word = "x".repeat(3 * NORMALIZED_BLOCK + 7);
+    let texts = [
+        "  Summarize \t the\n\n report  ".to_string(),
+        "\u{a0}non\u{2003}ascii\u{3000}spaces\u{85}and\u{b}vt ".to_string(),
+        "   ".to_string(),
+        format!("a {long_word} b"),
+        "é ü".repeat(700),
+    ];
+    let messages: Vec<serde_json::Value> = texts
+        .iter()
+        .map(|t| serde_json::json!({"role": "user", "content": t}))
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({"model": "m", "messages": messages})).unwrap();
+    let p = parse_request(Api::ChatCompletions, &body).unwrap();
+    let mut fed = Vec::new();
+    let mut calls = 0;
+    p.feed_normalized(&mut |b| {
+        calls += 1;
+        fed.extend_from_slice(b);
+    });
+    assert_eq!(String::from_utf8(fed).unwrap(), p.normalized_prompt_string());
+    assert!(calls < 12, "{calls} sink calls");
+}
