@@ -130,13 +130,13 @@ pub fn table(report: &Report, names: &[&str]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<17} {:>6} {:>9} {:>9} {:>11} {:>11} {:>9} {:>10}",
-        "exchange", "calls", "to host", "from host", "fuel", "instrs", "bulk", "peak mem"
+        "{:<17} {:>6} {:>9} {:>9} {:>11} {:>11} {:>9} {:>10} {:>5}",
+        "exchange", "calls", "to host", "from host", "fuel", "instrs", "bulk", "peak mem", "pages"
     );
     for (name, u) in &rows {
         let _ = writeln!(
             s,
-            "{:<17} {:>6} {:>9} {:>9} {:>11} {:>11} {:>9} {:>10}",
+            "{:<17} {:>6} {:>9} {:>9} {:>11} {:>11} {:>9} {:>10} {:>5}",
             name,
             u.host_calls_total,
             u.bytes_to_host,
@@ -144,7 +144,8 @@ pub fn table(report: &Report, names: &[&str]) -> String {
             u.fuel,
             u.instructions,
             u.bulk_bytes,
-            u.peak_memory_bytes
+            u.peak_memory_bytes,
+            u.peak_memory_bytes / 65536
         );
     }
     let _ = writeln!(
