@@ -5,8 +5,8 @@
 //! so they are `#[ignore]`d there and run by `make meter` with `--include-ignored`. A
 //! missing module fails them; it never skips them.
 
-use std::collections::BTreeSet;
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use meter::exchange::{
     self, chat, configured_vm, drive, Outcome, COMPLETION_CANARY, DEMO_CONFIG, NAMES,
@@ -24,11 +24,33 @@ fn meter() -> &'static Meter {
     })
 }
 
-fn run(name: &str) -> (Host, Outcome) {
+fn run_fresh(name: &str) -> (Host, Outcome) {
     match exchange::run_in(meter(), name) {
         Ok((vm, out)) => (vm.host().clone(), out),
         Err(e) => panic!("{name}: {e}"),
     }
+}
+
+type Ran = Arc<(Host, Outcome)>;
+
+/// The exchange `name`, run once per test process (the runs are deterministic, and an
+/// unoptimized interpreter makes the 64 KiB one slow).
+fn run(name: &str) -> Ran {
+    static RUNS: OnceLock<Mutex<BTreeMap<String, Ran>>> = OnceLock::new();
+    let runs = RUNS.get_or_init(Default::default);
+    let cached = runs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+        .cloned();
+    if let Some(r) = cached {
+        return r;
+    }
+    let r: Ran = Arc::new(run_fresh(name));
+    runs.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_string(), r.clone());
+    r
 }
 
 /// `("time", n)`-style shorthand: Proxy-Wasm import names without the `proxy_` prefix.
@@ -144,8 +166,9 @@ fn local_reply_only(out: &Outcome, status: u32) -> Value {
 #[test]
 #[ignore = "needs the built module: run `make meter`"]
 fn unauthorized_is_one_local_401_and_nothing_forwarded() {
-    let (host, out) = run("unauthorized_401");
-    let body = local_reply_only(&out, 401);
+    let ran = run("unauthorized_401");
+    let (host, out) = (&ran.0, &ran.1);
+    let body = local_reply_only(out, 401);
     assert_eq!(body["error"]["type"], "authentication_error");
     assert_eq!(body["error"]["code"], "missing_credentials");
     let reply = out.local_response.as_ref().unwrap();
@@ -162,22 +185,22 @@ fn unauthorized_is_one_local_401_and_nothing_forwarded() {
     assert!(out.calls_named("proxy_set_shared_data").is_empty());
     assert!(out.calls_named("proxy_replace_header_map_value").is_empty());
 
-    assert_state_written_once_in_on_log(&out);
-    let audit = json(&state_once(&out, "ai.audit"));
+    assert_state_written_once_in_on_log(out);
+    let audit = json(&state_once(out, "ai.audit"));
     assert_eq!(audit["decision"], "deny");
     assert_eq!(audit["reason"], "missing_credentials");
-    assert_eq!(state_once(&out, "ai.decision"), "deny");
-    assert_eq!(state_once(&out, "ai.reason"), "missing_credentials");
-    assert_eq!(state_once(&out, "ai.http_status"), "401");
-    let record = json(&state_once(&out, "ai.record"));
+    assert_eq!(state_once(out, "ai.decision"), "deny");
+    assert_eq!(state_once(out, "ai.reason"), "missing_credentials");
+    assert_eq!(state_once(out, "ai.http_status"), "401");
+    let record = json(&state_once(out, "ai.record"));
     assert_eq!(record["http_status"], 401);
 
     let denials = series(
-        &host,
+        host,
         "ai_gateway_auth_denials_total",
         &[("reason", "missing_credentials")],
     );
-    assert_eq!(increments(&out, denials, &host), 1);
+    assert_eq!(increments(out, denials, host), 1);
     assert_eq!(denials.value, 2, "warm-up and measured request");
 
     let expected = vec![
@@ -215,13 +238,14 @@ fn unauthorized_is_one_local_401_and_nothing_forwarded() {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-    assert_eq!(sequence(&out), expected);
+    assert_eq!(sequence(out), expected);
 }
 
 #[test]
 #[ignore = "needs the built module: run `make meter`"]
 fn chat_is_forwarded_with_identity_and_without_credentials() {
-    let (host, out) = run("chat_1k");
+    let ran = run("chat_1k");
+    let (host, out) = (&ran.0, &ran.1);
     assert!(out.local_response.is_none());
     assert!(out.calls_named("proxy_send_local_response").is_empty());
     // Headers are held until the body is read, then the request continues.
@@ -249,8 +273,8 @@ fn chat_is_forwarded_with_identity_and_without_credentials() {
         ("proxy_on_request_body", "clear_route_cache")
     );
 
-    assert_state_written_once_in_on_log(&out);
-    let record = json(&state_once(&out, "ai.record"));
+    assert_state_written_once_in_on_log(out);
+    let record = json(&state_once(out, "ai.record"));
     assert_eq!(record["tenant"], "tenant-a");
     assert_eq!(record["http_status"], 200);
     assert_eq!(record["model"], "llama3-8b");
@@ -259,25 +283,25 @@ fn chat_is_forwarded_with_identity_and_without_credentials() {
     assert_eq!(record["completion_tokens"], 16);
     assert_eq!(record["usage_estimated"], false);
     assert_eq!(record["gateway_backend"], "127.0.0.1:18001");
-    let audit = json(&state_once(&out, "ai.audit"));
+    let audit = json(&state_once(out, "ai.audit"));
     assert_eq!(audit["decision"], "allow");
-    assert_eq!(state_once(&out, "ai.tenant"), "tenant-a");
+    assert_eq!(state_once(out, "ai.tenant"), "tenant-a");
 
     // Metrics: defined once per VM (in the warm-up), incremented per request.
     assert!(out.calls_named("proxy_define_metric").is_empty());
     let requests = series(
-        &host,
+        host,
         "ai_gateway_requests_total",
         &[("tenant", "tenant-a"), ("status", "200")],
     );
-    assert_eq!(increments(&out, requests, &host), 1);
+    assert_eq!(increments(out, requests, host), 1);
     assert_eq!(requests.value, 2);
     let prompt = series(
-        &host,
+        host,
         "ai_gateway_tokens_total",
         &[("tenant", "tenant-a"), ("type", "prompt")],
     );
-    assert_eq!(increments(&out, prompt, &host), 256);
+    assert_eq!(increments(out, prompt, host), 256);
 
     let expected = vec![
         ("proxy_on_context_create", expand(&[("time", 1)])),
@@ -339,13 +363,14 @@ fn chat_is_forwarded_with_identity_and_without_credentials() {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-    assert_eq!(sequence(&out), expected);
+    assert_eq!(sequence(out), expected);
 }
 
 #[test]
 #[ignore = "needs the built module: run `make meter`"]
 fn metrics_are_defined_on_the_first_request_only() {
-    let (host, out) = run("chat_1k_cold");
+    let ran = run("chat_1k_cold");
+    let (host, out) = (&ran.0, &ran.1);
     let defined = out.calls_named("proxy_define_metric");
     assert!(!defined.is_empty());
     assert!(defined.iter().all(|(cb, _)| *cb == "proxy_on_log"));
@@ -416,7 +441,8 @@ fn may_carry_prompt(call: &Call) -> bool {
 fn no_credential_prompt_or_completion_ever_reaches_the_host() {
     // The canaries are in the traffic: the prompt is in every request body and goes
     // upstream in the rewritten streaming body, the completion is in every response.
-    let (_, stream) = run("stream_16");
+    let ran = run("stream_16");
+    let (_, stream) = (&ran.0, &ran.1);
     let set_body = stream
         .calls_named("proxy_set_buffer_bytes")
         .into_iter()
@@ -432,7 +458,8 @@ fn no_credential_prompt_or_completion_ever_reaches_the_host() {
         assert!(String::from_utf8_lossy(&chunks.concat()).contains(COMPLETION_CANARY));
     }
     for name in NAMES {
-        let (host, out) = run(name);
+        let ran = run(name);
+        let (host, out) = (&ran.0, &ran.1);
         for (i, call) in out.calls.iter().enumerate() {
             for data in &call.data {
                 let text = String::from_utf8_lossy(data);
@@ -479,7 +506,8 @@ fn no_credential_prompt_or_completion_ever_reaches_the_host() {
 #[test]
 #[ignore = "needs the built module: run `make meter`"]
 fn a_stream_is_observed_chunk_by_chunk_and_settled_from_its_usage() {
-    let (_, out) = run("stream_16");
+    let ran = run("stream_16");
+    let (_, out) = (&ran.0, &ran.1);
     let bodies = out
         .callbacks
         .iter()
@@ -511,8 +539,8 @@ fn a_stream_is_observed_chunk_by_chunk_and_settled_from_its_usage() {
             .as_str()]
     );
 
-    assert_state_written_once_in_on_log(&out);
-    let record = json(&state_once(&out, "ai.record"));
+    assert_state_written_once_in_on_log(out);
+    let record = json(&state_once(out, "ai.record"));
     assert_eq!(record["stream"], true);
     assert_eq!(record["completion_tokens"], 16);
     assert_eq!(record["usage_estimated"], false);
@@ -523,15 +551,16 @@ fn a_stream_is_observed_chunk_by_chunk_and_settled_from_its_usage() {
 #[test]
 #[ignore = "needs the built module: run `make meter`"]
 fn a_tenant_on_a_route_it_may_not_use_gets_403() {
-    let (_, out) = run("forbidden_403");
-    let body = local_reply_only(&out, 403);
+    let ran = run("forbidden_403");
+    let (_, out) = (&ran.0, &ran.1);
+    let body = local_reply_only(out, 403);
     assert_eq!(body["error"]["code"], "route_forbidden");
     assert_eq!(
         out.calls_named("proxy_send_local_response")[0].0,
         "proxy_on_request_headers"
     );
-    assert_state_written_once_in_on_log(&out);
-    let audit = json(&state_once(&out, "ai.audit"));
+    assert_state_written_once_in_on_log(out);
+    let audit = json(&state_once(out, "ai.audit"));
     assert_eq!(audit["decision"], "deny");
     assert_eq!(audit["reason"], "route_forbidden");
     assert_eq!(audit["tenant"], "tenant-b");
@@ -540,8 +569,9 @@ fn a_tenant_on_a_route_it_may_not_use_gets_403() {
 #[test]
 #[ignore = "needs the built module: run `make meter`"]
 fn an_empty_request_bucket_refuses_with_429_after_reading_the_body() {
-    let (host, out) = run("quota_429");
-    let body = local_reply_only(&out, 429);
+    let ran = run("quota_429");
+    let (host, out) = (&ran.0, &ran.1);
+    let body = local_reply_only(out, 429);
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
     assert_eq!(
         out.calls_named("proxy_send_local_response")[0].0,
@@ -549,16 +579,16 @@ fn an_empty_request_bucket_refuses_with_429_after_reading_the_body() {
     );
     let reply = out.local_response.as_ref().unwrap();
     assert_eq!(header(&reply.headers, "retry-after").len(), 1);
-    assert_state_written_once_in_on_log(&out);
-    let audit = json(&state_once(&out, "ai.audit"));
+    assert_state_written_once_in_on_log(out);
+    let audit = json(&state_once(out, "ai.audit"));
     assert_eq!(audit["decision"], "deny");
     assert_eq!(audit["reason"], "quota_requests");
     let rejections = series(
-        &host,
+        host,
         "ai_gateway_quota_rejections_total",
         &[("tenant", "tenant-a"), ("kind", "requests")],
     );
-    assert_eq!(increments(&out, rejections, &host), 1);
+    assert_eq!(increments(out, rejections, host), 1);
     assert_eq!(
         rejections.value, 2,
         "the warm-up refusal and the measured one"
@@ -568,21 +598,23 @@ fn an_empty_request_bucket_refuses_with_429_after_reading_the_body() {
 #[test]
 #[ignore = "needs the built module: run `make meter`"]
 fn an_upstream_503_is_recorded_and_its_text_body_not_read() {
-    let (_, out) = run("upstream_503");
+    let ran = run("upstream_503");
+    let (_, out) = (&ran.0, &ran.1);
     assert!(out.local_response.is_none());
     let reads = out.calls_named("proxy_get_buffer_bytes");
     assert_eq!(reads.len(), 1);
     assert_eq!(reads[0].0, "proxy_on_request_body");
-    assert_state_written_once_in_on_log(&out);
-    let record = json(&state_once(&out, "ai.record"));
+    assert_state_written_once_in_on_log(out);
+    let record = json(&state_once(out, "ai.record"));
     assert_eq!(record["http_status"], 503);
-    assert_eq!(state_once(&out, "ai.http_status"), "503");
+    assert_eq!(state_once(out, "ai.http_status"), "503");
 }
 
 #[test]
 #[ignore = "needs the built module: run `make meter`"]
 fn a_client_abort_still_leaves_exactly_one_record() {
-    let (_, out) = run("client_abort");
+    let ran = run("client_abort");
+    let (_, out) = (&ran.0, &ran.1);
     assert!(out
         .callbacks
         .iter()
@@ -601,8 +633,8 @@ fn a_client_abort_still_leaves_exactly_one_record() {
         )),
         "{props:?}"
     );
-    assert_state_written_once_in_on_log(&out);
-    let record = json(&state_once(&out, "ai.record"));
+    assert_state_written_once_in_on_log(out);
+    let record = json(&state_once(out, "ai.record"));
     assert!(record["http_status"].is_null(), "{record}");
     assert!(out.state("ai.http_status").is_empty());
 }
@@ -611,8 +643,8 @@ fn a_client_abort_still_leaves_exactly_one_record() {
 #[ignore = "needs the built module: run `make meter`"]
 fn the_meter_is_deterministic() {
     for name in ["chat_1k", "stream_16", "quota_429"] {
-        let (_, a) = run(name);
-        let (_, b) = run(name);
+        let (_, a) = run_fresh(name);
+        let (_, b) = run_fresh(name);
         assert_eq!(a.usage, b.usage, "{name}");
         assert_eq!(a.calls, b.calls, "{name}");
         assert_eq!(a.callbacks, b.callbacks, "{name}");
@@ -646,7 +678,8 @@ fn only_the_imports_the_filter_uses_are_called() {
     .into_iter()
     .collect();
     for name in NAMES {
-        let (_, out) = run(name);
+        let ran = run(name);
+        let (_, out) = (&ran.0, &ran.1);
         for c in &out.calls {
             assert!(
                 allowed.contains(c.name),
