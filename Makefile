@@ -39,7 +39,7 @@ export GATEWAY_PORT ADMIN_PORT PLUGIN_CONFIG LOG_DIR ENVOY_CONCURRENCY MOCK_BASE
 PYTEST_ARGS ?=
 
 .PHONY: build mock wasm-target deps venv apt-deps test unit lint integration demo dist clean \
-        envoy-yaml bench fuzz manifests image push bench-deps bench-crates
+        envoy-yaml bench fuzz manifests image push bench-deps bench-crates meter meter-budgets
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -89,7 +89,18 @@ lint:
 integration: deps build mock
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
-test: deps lint unit build mock
+# Deterministic cost of the built module (meter/README.md): the table, the check against
+# meter/budgets.json, then the host-call sequence tests that need the .wasm (ignored by
+# `make unit`, which runs before the module is built). Debug build: `make unit` built it.
+meter: build
+	cargo run -q -p meter -- --check meter/budgets.json
+	cargo test -q -p meter -- --include-ignored
+
+# Rewrites meter/budgets.json with today's exact counts; commit it with the change.
+meter-budgets: build
+	cargo run -q -p meter -- --quiet --update-budgets meter/budgets.json
+
+test: deps lint unit build mock meter
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 demo: deps build mock

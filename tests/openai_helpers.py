@@ -18,7 +18,8 @@ CONTRACT_FIELDS = [
     "timestamp", "request_id", "tenant", "hostname", "route", "model_route", "stream",
     "http_status", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens",
     "estimated_cost_usd", "gateway_backend",
-    "model", "traffic_class", "usage_estimated", "prompt_sha256", "stream_complete",
+    "model", "traffic_class", "usage_estimated", "prompt_sha256", "prompt_blake3",
+    "stream_complete",
 ]
 
 
@@ -49,6 +50,7 @@ RECORD_SCHEMA = {
         "traffic_class": {"enum": ["interactive", "batch", "tool_calling_agents", "streaming", None]},
         "usage_estimated": _nullable("boolean"),
         "prompt_sha256": _nullable("string", pattern=r"^[0-9a-f]{64}$"),
+        "prompt_blake3": _nullable("string", pattern=r"^[0-9a-f]{64}$"),
         "stream_complete": _nullable("boolean"),
         "prompt_preview": {"type": "string"},
     },

@@ -827,7 +827,7 @@ def test_module_runs_as_each_controller_configures_it(variant):
         # The salt reached the VM from the environment: prompts are fingerprinted.
         records, _ = gw.wait_records(6)
         chats = [rec for rec in records if rec.get("route") == "/v1/chat/completions" and rec.get("http_status") == 200]
-        assert chats and all(re.fullmatch(r"[0-9a-f]{64}", rec["prompt_sha256"] or "") for rec in chats), chats
+        assert chats and all(re.fullmatch(r"[0-9a-f]{64}", rec["prompt_blake3"] or "") for rec in chats), chats
 
 
 # --- func-e / plain Envoy -------------------------------------------------------------

@@ -75,10 +75,10 @@ def test_canary_prompts_appear_nowhere(gw):
     with open(gw.state_log) as f:
         state_lines = [l for l in f if l.strip()]
     assert len(state_lines) >= len(rids)
-    for key in ["ai.tenant", "ai.model", "ai.prompt_sha256", "ai.record", "ai.audit"]:
+    for key in ["ai.tenant", "ai.model", "ai.prompt_blake3", "ai.record", "ai.audit"]:
         assert key in state_keys()
         assert f"{key}=" in state_lines[0]
-    assert any("ai.prompt_sha256=" in l and "ai.prompt_sha256=-" not in l for l in state_lines)
+    assert any("ai.prompt_blake3=" in l and "ai.prompt_blake3=-" not in l for l in state_lines)
 
     haystacks = {}
     for base in {gw.log_dir, gw.workdir}:

@@ -350,7 +350,9 @@ def test_prompt_fingerprint_correlates_equal_prompts_only(demo):
         body.update(extra)
         r = call(demo, CHAT, body, headers=rid_headers(rid))
         assert r.status_code == 200
-        return record_for(demo, rid)[0]["prompt_sha256"]
+        rec = record_for(demo, rid)[0]
+        assert rec["prompt_sha256"] is None, "BLAKE3 is the default fingerprint"
+        return rec["prompt_blake3"]
 
     a = fingerprint("What is   the capital\nof France?")
     assert a == fingerprint("  What is the capital of France? ")

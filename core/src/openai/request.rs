@@ -250,6 +250,15 @@ impl ParsedRequest<'_> {
         let mut first = true;
         for piece in &self.pieces {
             let piece: &str = piece.as_ref();
+            if is_normalized(piece) {
+                // The common case: one copy-free write of the whole piece.
+                if !first {
+                    out.write(b"\n");
+                }
+                first = false;
+                out.write(piece.as_bytes());
+                continue;
+            }
             let mut words = Words { rest: piece };
             let Some(word) = words.next() else {
                 continue; // whitespace only: left out, no separator
@@ -331,6 +340,40 @@ impl BlockWriter<'_> {
         }
         self.len = 0;
     }
+}
+
+/// True when `piece` is non-empty and already in normal form: no leading or trailing
+/// whitespace, no whitespace but single spaces. One pass over the bytes; only the lead
+/// bytes of the multi-byte Unicode `White_Space` characters (U+0085, U+00A0, U+1680,
+/// U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000) are decoded.
+fn is_normalized(piece: &str) -> bool {
+    let bytes = piece.as_bytes();
+    if bytes.first().is_none_or(|b| *b == b' ') || bytes.last() == Some(&b' ') {
+        return false;
+    }
+    let mut prev_space = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b' ' if prev_space => return false,
+            b' ' => {
+                prev_space = true;
+                continue;
+            }
+            0x09..=0x0d => return false,
+            0xc2 | 0xe1 | 0xe2 | 0xe3 => {
+                let ws = piece
+                    .get(i..)
+                    .and_then(|t| t.chars().next())
+                    .is_none_or(char::is_whitespace);
+                if ws {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+        prev_space = false;
+    }
+    true
 }
 
 /// `str::split_whitespace` with an ASCII fast path: runs of non-whitespace bytes are

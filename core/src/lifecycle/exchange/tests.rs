@@ -916,7 +916,10 @@ fn record_of_a_served_streaming_request() {
     assert_eq!(v["traffic_class"], "streaming");
     assert_eq!(v["usage_estimated"], false);
     assert_eq!(v["stream_complete"], true);
-    assert!(v["prompt_sha256"].is_null(), "BLAKE3 is the default fingerprint");
+    assert!(
+        v["prompt_sha256"].is_null(),
+        "BLAKE3 is the default fingerprint"
+    );
     let fp = v["prompt_blake3"].as_str().unwrap();
     assert_eq!(fp.len(), 64);
     assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -1121,7 +1124,9 @@ fn each_algorithm_is_the_keyed_hash_it_names() {
     let text = "Summarize the report";
     let msg = json!({"model":"llama3-8b","messages":[{"role":"user","content":text}]});
     let key = blake3::derive_key(crate::redact::KEY_CONTEXT, SALT.as_bytes());
-    let want = blake3::keyed_hash(&key, text.as_bytes()).to_hex().to_string();
+    let want = blake3::keyed_hash(&key, text.as_bytes())
+        .to_hex()
+        .to_string();
     assert_eq!(fingerprint_of(&cfg(), &msg).unwrap(), want);
 
     let c = cfg_with(|s| {

@@ -817,7 +817,8 @@ fn fed_blocks_are_the_normalized_prompt() {
         .iter()
         .map(|t| serde_json::json!({"role": "user", "content": t}))
         .collect();
-    let body = serde_json::to_vec(&serde_json::json!({"model": "m", "messages": messages})).unwrap();
+    let body =
+        serde_json::to_vec(&serde_json::json!({"model": "m", "messages": messages})).unwrap();
     let p = parse_request(Api::ChatCompletions, &body).unwrap();
     let mut fed = Vec::new();
     let mut calls = 0;
@@ -825,6 +826,9 @@ fn fed_blocks_are_the_normalized_prompt() {
         calls += 1;
         fed.extend_from_slice(b);
     });
-    assert_eq!(String::from_utf8(fed).unwrap(), p.normalized_prompt_string());
+    assert_eq!(
+        String::from_utf8(fed).unwrap(),
+        p.normalized_prompt_string()
+    );
     assert!(calls < 12, "{calls} sink calls");
 }
