@@ -244,50 +244,13 @@ impl Host {
     }
 }
 
-/// Proxy-Wasm header map wire format (u32 count, (u32 key len, u32 value len)*, then
-/// each key and value NUL-terminated).
+/// Proxy-Wasm header map wire format, as the filter itself encodes it (`src/wire.rs`).
 pub fn serialize_map(map: &[(String, String)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(map.len() as u32).to_le_bytes());
-    for (k, v) in map {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in map {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
+    let pairs: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    ai_gateway_filter::wire::serialize_map(&pairs)
 }
 
-pub fn deserialize_map(bytes: &[u8]) -> Vec<(String, String)> {
-    let word = |at: usize| -> Option<usize> {
-        let b = bytes.get(at..at + 4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
-    let Some(n) = word(0) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut p = 4 + n * 8;
-    for i in 0..n {
-        let (Some(kl), Some(vl)) = (word(4 + i * 8), word(8 + i * 8)) else {
-            break;
-        };
-        let (Some(k), Some(v)) = (bytes.get(p..p + kl), bytes.get(p + kl + 1..p + kl + 1 + vl))
-        else {
-            break;
-        };
-        out.push((
-            String::from_utf8_lossy(k).into_owned(),
-            String::from_utf8_lossy(v).into_owned(),
-        ));
-        p += kl + vl + 2;
-    }
-    out
-}
+pub use ai_gateway_filter::wire::deserialize_map;
 
 /// `a\0b` → `a.b`.
 pub fn property_key(path: &[u8]) -> String {
