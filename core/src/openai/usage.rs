@@ -108,34 +108,36 @@ impl JsonUsageScanner {
         }
     }
 
-    /// Observes the next chunk of the body.
+    /// Observes the next chunk of the body. The `usage` value's bytes are copied out as
+    /// slices of the chunk: at its end, or when the chunk ends inside it.
     pub fn feed(&mut self, chunk: &[u8]) {
-        let mut rest = chunk;
-        while let Some((&b, tail)) = rest.split_first() {
+        let mut i = 0;
+        // Where the captured bytes of this chunk start, while capturing.
+        let mut from = 0;
+        while let Some(&b) = chunk.get(i) {
             if !self.capturing {
-                let n = self.scan.plain_string_run(rest);
+                let n = self
+                    .scan
+                    .plain_string_run(chunk.get(i..).unwrap_or_default());
                 if n > 0 {
-                    rest = rest.get(n..).unwrap_or_default();
+                    i += n;
                     continue;
                 }
             }
-            rest = tail;
             match self.scan.step(b) {
-                Step::Outside => {}
+                Step::Outside | Step::ValueByte => {}
                 Step::ValueStart => {
                     if self.scan.key_is("usage") {
                         self.capturing = true;
                         self.oversized = false;
                         self.capture.clear();
-                        self.push(b);
-                    }
-                }
-                Step::ValueByte => {
-                    if self.capturing {
-                        self.push(b);
+                        from = i;
                     }
                 }
                 Step::ValueEnd => {
+                    if self.capturing {
+                        self.push(chunk.get(from..i).unwrap_or_default());
+                    }
                     if self.capturing {
                         self.capturing = false;
                         self.usage = Usage::from_slice(&self.capture);
@@ -144,11 +146,15 @@ impl JsonUsageScanner {
                     }
                 }
             }
+            i += 1;
+        }
+        if self.capturing {
+            self.push(chunk.get(from..).unwrap_or_default());
         }
     }
 
-    fn push(&mut self, b: u8) {
-        if !push_bounded(&mut self.capture, &[b], self.max_capture) {
+    fn push(&mut self, bytes: &[u8]) {
+        if !push_bounded(&mut self.capture, bytes, self.max_capture) {
             // Too big to be a real usage object: give up on this value (and,
             // since the last `usage` member wins, on any earlier one).
             self.capturing = false;

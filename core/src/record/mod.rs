@@ -122,6 +122,10 @@ pub fn to_json<T: Serialize>(record: &T) -> String {
 /// Cap a client-chosen string (model names, hostnames, request ids) before it is logged:
 /// bounded length, printable ASCII only, so a log line cannot be forged or bloated.
 pub fn sanitize(value: &str, max: usize) -> String {
+    // The usual case, a short printable value, is one copy.
+    if value.len() <= max && value.bytes().all(|b| b.is_ascii_graphic()) {
+        return value.to_string();
+    }
     value
         .chars()
         .take(max)
