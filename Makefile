@@ -190,6 +190,7 @@ bench-crates: wasm-target
 
 # make bench: plain Envoy, the Wasm floor, the filter and ext_proc side by side.
 bench: bench-deps $(VENV)/.bench-stamp build mock bench-crates
+	cargo build -q -p meter
 	$(PY) -m bench.run_bench $(BENCH_ARGS)
 
 fuzz:

@@ -16,8 +16,8 @@ wrk drives all four with the same request bytes (the key is sent to every one), 
 rounds that visit every setup in rotating order, so machine noise hits all alike. It
 reports requests per second, latency, Envoy CPU per request (and the processor's, for
 ext_proc), ratios to plain and to the floor, the CPU per extra KB of body, latency at
-one connection, TTFT measured by a client, the Wasm cost meter's counts (target/release/
-meter, when built), an ablation of the filter's features and where the time goes (perf
+one connection, TTFT measured by a client, the Wasm cost meter's counts (target/debug/
+meter, built by make bench), an ablation of the filter's features and where the time goes (perf
 per shared object, callgrind on the native core). Writes bench/results.md,
 bench/latency_vs_body.png and the raw numbers in bench/out/.
 
@@ -55,7 +55,8 @@ PROFILE_BIN = os.path.join(BENCH_TARGET, "release", "core-profile")
 EXT_PROC_BIN = os.path.join(BENCH_TARGET, "release", "ext-proc-noop")
 FLOOR_WASM = os.path.join(BENCH_TARGET, "wasm32-wasip1", "wasm", "floor_filter.wasm")
 # The Wasm cost meter (meter/ in the root workspace); optional.
-METER_BIN = os.path.join(ROOT, "target", "release", "meter")
+# `make bench` builds it (debug: the counts do not depend on the meter's own build).
+METER_BIN = os.path.join(ROOT, "target", "debug", "meter")
 
 HOST = "tenant-a.ai.example.com"
 KEY = "sk-tenant-a-demo"
@@ -593,7 +594,7 @@ def run_meter(wasm):
             if p.returncode == 0:
                 with open(path) as f:
                     out = json.load(f)
-                out["command"] = " ".join(["target/release/meter", *(["--wasm", "bench/out/ai_gateway_filter.wasm"] if extra else []), "--json", "bench/out/meter.json"])
+                out["command"] = " ".join(["target/debug/meter", *(["--wasm", "bench/out/ai_gateway_filter.wasm"] if extra else []), "--json", "bench/out/meter.json"])
                 return out
             err = f"exit {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}"
         except (OSError, ValueError, subprocess.TimeoutExpired) as e:
@@ -686,14 +687,14 @@ def meter_cell(res, cid, setup):
     if not ex:
         return "–"
     g = lambda k: f"{ex[k]:,}" if isinstance(ex.get(k), (int, float)) else "?"  # noqa: E731
-    return f"{g('host_calls_total')} / {g('fuel')} / {g('bulk_bytes')}"
+    return f"{g('host_calls_total')} / {g('instructions')} / {g('bulk_bytes')}"
 
 
 def main_table(res):
     """Every case × setup, one row each (the table printed to stdout and results.md)."""
     L = ["| case | setup | rps | p50 / p99 | Envoy CPU/req | processor CPU/req | **CPU/req** | "
          "rps ÷ plain | **CPU ratio vs plain** | rps ÷ floor | CPU ratio vs floor | "
-         "meter: host calls / fuel / bulk bytes |",
+         "meter: host calls / Wasm instructions / bulk bytes |",
          "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for cid, label, *_ in CASES:
         row = res["throughput"].get(cid)
@@ -849,12 +850,12 @@ def render_markdown(res):
              f"{s['conns']} connections (queueing included).")
     mt = res.get("meter")
     if mt is None:
-        L.append("Meter: meter not built (`target/release/meter` absent; its counts would stand "
+        L.append("Meter: meter not built (`target/debug/meter` absent; its counts would stand "
                  "beside the filter rows).")
     elif "error" in mt:
-        L.append(f"Meter: `target/release/meter --json` failed: {mt['error']}")
+        L.append(f"Meter: `target/debug/meter --json` failed: {mt['error']}")
     else:
-        L.append(f"Meter (`{mt.get('command', 'target/release/meter --json')}`; exchanges "
+        L.append(f"Meter (`{mt.get('command', 'target/debug/meter --json')}`; exchanges "
                  f"{', '.join(f'{v} beside {k}' for k, v in METER_EXCHANGE.items())}, filter rows only; "
                  f"module {mt.get('module_bytes', 0):,} bytes): host calls per exchange / Wasm fuel "
                  "(operators executed) / bytes copied across the boundary.")
@@ -1261,6 +1262,10 @@ def main():
     if args.render_only:
         with open(results_json(False)) as f:
             res = json.load(f)
+        if res.get("meter") is None:
+            res["meter"] = run_meter(args.wasm)
+            with open(results_json(False), "w") as f:
+                json.dump(res, f, indent=1)
         return write_report(res, quick=False)
     if args.quick:
         args.seconds, args.latency_seconds, args.reps, args.ttft_samples = 1, 1, 1, 200
