@@ -394,6 +394,7 @@ pub fn drive(vm: &mut Vm, ex: &Exchange) -> Result<Outcome, String> {
     vm.host_mut().reset_counts();
     vm.host_mut().begin_stream();
     vm.take_callbacks();
+    vm.mark_profile();
     let fuel_before = vm.fuel_left();
     let ops_before = vm.operators();
     vm.host_mut()
@@ -602,6 +603,7 @@ fn config_push(meter: &Meter, config: Vec<u8>) -> Result<(Vm, Outcome), String> 
     }
     vm.host_mut().reset_counts();
     vm.take_callbacks();
+    vm.mark_profile();
     let fuel_before = vm.fuel_left();
     let ops_before = vm.operators();
     if !vm.configure()? {

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use wasmi::{Caller, Error, Linker, Memory, TrapCode, TypedFunc};
+use wasmi::{Caller, Error, Global, Linker, Memory, TrapCode, TypedFunc};
 
 use crate::rewrite;
 
@@ -144,6 +144,45 @@ pub struct Host {
     pub counts: Counts,
     memory: Option<Memory>,
     alloc: Option<TypedFunc<i32, i32>>,
+    /// Inclusive operator counts of a profiling module ([`rewrite::rewrite_profiling`]).
+    pub profile: Profile,
+}
+
+/// The call stack of a profiling module as its `enter` / `leave` calls report it, and the
+/// operators executed per function including its callees (a function on the stack more
+/// than once is counted for its outermost activation only).
+#[derive(Debug, Default, Clone)]
+pub struct Profile {
+    counter: Option<Global>,
+    /// Function index and [`rewrite::COUNTER`] at entry.
+    stack: Vec<(u32, u64)>,
+    pub inclusive: BTreeMap<u32, u64>,
+}
+
+impl Profile {
+    /// The innermost activation returned with the operator counter at `now`.
+    fn leave(&mut self, now: u64) {
+        if let Some((f, at)) = self.stack.pop() {
+            if !self.stack.iter().any(|(g, _)| *g == f) {
+                *self.inclusive.entry(f).or_default() += now.saturating_sub(at);
+            }
+        }
+    }
+
+    /// Every activation returned: the callback called by the host is over.
+    pub(crate) fn leave_all(&mut self, now: u64) {
+        while !self.stack.is_empty() {
+            self.leave(now);
+        }
+    }
+}
+
+fn operators(c: &C<'_>) -> u64 {
+    c.data()
+        .profile
+        .counter
+        .and_then(|g| g.get(c).i64())
+        .map_or(0, |n| n as u64)
 }
 
 impl Host {
@@ -175,12 +214,18 @@ impl Host {
             counts: Counts::default(),
             memory: None,
             alloc: None,
+            profile: Profile::default(),
         }
     }
 
     pub(crate) fn attach(&mut self, memory: Memory, alloc: TypedFunc<i32, i32>) {
         self.memory = Some(memory);
         self.alloc = Some(alloc);
+    }
+
+    /// The operator counter of a profiling module.
+    pub(crate) fn attach_profile(&mut self, counter: Global) {
+        self.profile.counter = Some(counter);
     }
 
     /// The next configuration push reads this.
@@ -332,6 +377,11 @@ fn give(c: &mut C<'_>, bytes: &[u8], ptr_ptr: i32, size_ptr: i32) -> Result<(), 
             .alloc
             .ok_or_else(|| Error::new("the module exports no proxy_on_memory_allocate"))?;
         ptr = alloc.call(&mut *c, bytes.len() as i32)? as u32;
+        // A profiling module's allocator returns to the host, not to a `leave`.
+        if c.data().profile.counter.is_some() {
+            let now = operators(c);
+            c.data_mut().profile.leave(now);
+        }
         if ptr == 0 {
             return Err(Error::new("proxy_on_memory_allocate returned null"));
         }
@@ -445,6 +495,7 @@ pub fn define(linker: &mut Linker<Host>) -> Result<(), String> {
     define_proxy(linker).map_err(link_err)?;
     define_wasi(linker).map_err(link_err)?;
     define_bulk(linker).map_err(link_err)?;
+    define_profile(linker).map_err(link_err)?;
     Ok(())
 }
 
@@ -1261,6 +1312,22 @@ fn define_bulk(l: &mut Linker<Host>) -> Result<(), wasmi::errors::LinkerError> {
             Ok(())
         },
     )?;
+    Ok(())
+}
+
+fn define_profile(l: &mut Linker<Host>) -> Result<(), wasmi::errors::LinkerError> {
+    l.func_wrap(
+        rewrite::IMPORT_MODULE,
+        rewrite::ENTER,
+        |mut c: C<'_>, f: i32| {
+            let now = operators(&c);
+            c.data_mut().profile.stack.push((f as u32, now));
+        },
+    )?;
+    l.func_wrap(rewrite::IMPORT_MODULE, rewrite::LEAVE, |mut c: C<'_>| {
+        let now = operators(&c);
+        c.data_mut().profile.leave(now);
+    })?;
     Ok(())
 }
 

@@ -53,6 +53,56 @@ pub fn load_counting(path: &std::path::Path) -> Result<Meter, String> {
     Meter::counting(&read(path)?)
 }
 
+/// One exchange's operators per function (see [`report::profile_table`]).
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// `(function index, name, exclusive, inclusive)`, most exclusive first.
+    pub functions: Vec<(u32, String, u64, u64)>,
+    /// Operators of the exchange (the `instructions` the counting module measures).
+    pub total: u64,
+}
+
+/// Profiles the measured span of exchange `name` on a [`Meter::profiling`] module of
+/// `wasm`; its host calls, bytes, memory and operator total must be those of `counting`.
+pub fn profile(wasm: &[u8], counting: &Meter, name: &str) -> Result<Profile, String> {
+    let profiling = Meter::profiling(wasm)?;
+    let names = rewrite::function_names(wasm)?;
+    let (vm, outcome) = exchange::run_in(&profiling, name)?;
+    let counted = exchange::run(counting, name)?.usage;
+    let same = exchange::Usage {
+        fuel: counted.fuel,
+        ..outcome.usage.clone()
+    };
+    if same != counted {
+        return Err(format!(
+            "{name}: the profiling module behaved differently: {same:?} vs {counted:?}"
+        ));
+    }
+    let mut functions: Vec<(u32, String, u64, u64)> = vm
+        .profile_since_mark()
+        .into_iter()
+        .map(|(f, exclusive, inclusive)| {
+            let name = names
+                .get(&f)
+                .cloned()
+                .unwrap_or_else(|| format!("func[{f}]"));
+            (f, name, exclusive, inclusive)
+        })
+        .collect();
+    let sum: u64 = functions.iter().map(|f| f.2).sum();
+    if sum != counted.instructions {
+        return Err(format!(
+            "{name}: per-function operators add up to {sum}, not {}",
+            counted.instructions
+        ));
+    }
+    functions.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    Ok(Profile {
+        functions,
+        total: counted.instructions,
+    })
+}
+
 /// Meters every exchange of [`NAMES`]: fuel and everything else from `meter`, the exact
 /// operator count from the same exchange on `counting`, whose host calls, bytes and
 /// memory must be identical (the counting code does not touch them).

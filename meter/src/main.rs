@@ -1,5 +1,5 @@
 //! `meter [--wasm PATH] [--json PATH] [--check BUDGETS] [--update-budgets BUDGETS]
-//! [--list-imports]`: prints the cost table of the built module's canonical exchanges.
+//! [--list-imports] [--trace EXCHANGE] [--profile EXCHANGE [--top N]]`: prints the cost table of the built module's canonical exchanges.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use meter::exchange::NAMES;
 use meter::report::{self, Budgets};
 
 const USAGE: &str = "usage: meter [--wasm PATH] [--json PATH] [--check BUDGETS.json] \
-[--update-budgets BUDGETS.json] [--list-imports] [--trace EXCHANGE] [--quiet]";
+[--update-budgets BUDGETS.json] [--list-imports] [--trace EXCHANGE] [--profile EXCHANGE [--top N]] [--quiet]";
 
 #[derive(Default)]
 struct Args {
@@ -18,6 +18,8 @@ struct Args {
     update: Option<PathBuf>,
     list_imports: bool,
     trace: Option<String>,
+    profile: Option<String>,
+    top: Option<usize>,
     quiet: bool,
 }
 
@@ -33,6 +35,14 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--update-budgets" => args.update = Some(value("--update-budgets")?.into()),
             "--list-imports" => args.list_imports = true,
             "--trace" => args.trace = Some(value("--trace")?),
+            "--profile" => args.profile = Some(value("--profile")?),
+            "--top" => {
+                args.top = Some(
+                    value("--top")?
+                        .parse()
+                        .map_err(|_| "--top needs a number".to_string())?,
+                )
+            }
             "--quiet" => args.quiet = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -57,6 +67,12 @@ fn run(args: Args) -> Result<bool, String> {
         return Ok(true);
     }
     let counting = meter::load_counting(&path)?;
+    if let Some(name) = &args.profile {
+        let wasm = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let p = meter::profile(&wasm, &counting, name)?;
+        print!("{}", report::profile_table(name, &p, args.top));
+        return Ok(true);
+    }
     if let Some(name) = &args.trace {
         print!("{}", trace(&m, &counting, name)?);
         return Ok(true);

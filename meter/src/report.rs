@@ -189,6 +189,41 @@ pub fn table(report: &Report, names: &[&str]) -> String {
     s
 }
 
+/// The `top` (default 40) functions of `profile` by exclusive operators: exclusive count
+/// and share of the exchange's operators, inclusive count and share.
+pub fn profile_table(name: &str, profile: &crate::Profile, top: Option<usize>) -> String {
+    use std::fmt::Write as _;
+    let total = profile.total.max(1) as f64;
+    let share = |n: u64| 100.0 * n as f64 / total;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{name}: {} operators in {} functions; top {} by exclusive operators",
+        profile.total,
+        profile.functions.len(),
+        top.unwrap_or(40).min(profile.functions.len())
+    );
+    let _ = writeln!(
+        s,
+        "{:>4} {:>10} {:>6} {:>10} {:>6}  function",
+        "#", "exclusive", "%", "inclusive", "%"
+    );
+    for (i, (f, fname, exclusive, inclusive)) in
+        profile.functions.iter().take(top.unwrap_or(40)).enumerate()
+    {
+        let _ = writeln!(
+            s,
+            "{:>4} {:>10} {:>5.1}% {:>10} {:>5.1}%  {fname} [{f}]",
+            i + 1,
+            exclusive,
+            share(*exclusive),
+            inclusive,
+            share(*inclusive)
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

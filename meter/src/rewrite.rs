@@ -11,6 +11,8 @@
 //! segments and the start function. Custom sections (names, producers) are dropped:
 //! nothing at run time reads them.
 
+use std::collections::BTreeMap;
+
 use wasm_encoder::reencode::{self, Reencode};
 use wasm_encoder::{EntityType, Instruction, ValType};
 use wasmparser::{Operator, Parser, Payload, TypeRef};
@@ -21,6 +23,24 @@ pub const COPY: &str = "memory_copy";
 pub const FILL: &str = "memory_fill";
 /// Exported `i64` global counting executed operators (see [`rewrite_counting`]).
 pub const COUNTER: &str = "meter_operators";
+/// Imports of the profiling rewrite ([`rewrite_profiling`]): `enter(function index)` at the
+/// start of every defined function, `leave()` after every call of one.
+pub const ENTER: &str = "profile_enter";
+pub const LEAVE: &str = "profile_leave";
+/// Prefix of the exported per-function `i64` operator globals of [`rewrite_profiling`];
+/// the suffix is the function's index in the original module.
+pub const FUNCTION_COUNTER: &str = "meter_fn_";
+
+/// What the rewrite adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Bulk operations only.
+    Bulk,
+    /// And the operator counter.
+    Count,
+    /// And a counter per defined function, and the enter / leave calls.
+    Profile,
+}
 
 /// What the rewrite found and changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,11 +53,17 @@ pub struct Rewritten {
 }
 
 struct Bulk {
+    mode: Mode,
     imported_funcs: u32,
-    /// Index of the appended operator-counter global, when counting.
+    /// Index of the appended operator-counter global, when counting; the per-function
+    /// globals follow it when profiling.
     counter: Option<u32>,
-    /// Index of the type `(i32, i32, i32) -> ()` appended to the type section.
+    /// Index of the type `(i32, i32, i32) -> ()` appended to the type section
+    /// (`(i32) -> ()` and `() -> ()` follow it when profiling).
     ty: u32,
+    /// Defined functions (when profiling), and the one being re-encoded.
+    defined_funcs: u32,
+    current: u32,
     copies: u32,
     fills: u32,
 }
@@ -49,6 +75,19 @@ impl Bulk {
     fn fill_func(&self) -> u32 {
         self.imported_funcs + 1
     }
+    fn enter_func(&self) -> u32 {
+        self.imported_funcs + 2
+    }
+    fn leave_func(&self) -> u32 {
+        self.imported_funcs + 3
+    }
+    fn added_funcs(&self) -> u32 {
+        if self.mode == Mode::Profile {
+            4
+        } else {
+            2
+        }
+    }
 }
 
 impl Reencode for Bulk {
@@ -58,7 +97,7 @@ impl Reencode for Bulk {
         if func < self.imported_funcs {
             func
         } else {
-            func + 2
+            func + self.added_funcs()
         }
     }
 
@@ -71,6 +110,10 @@ impl Reencode for Bulk {
         types
             .ty()
             .function([ValType::I32, ValType::I32, ValType::I32], []);
+        if self.mode == Mode::Profile {
+            types.ty().function([ValType::I32], []);
+            types.ty().function([], []);
+        }
         Ok(())
     }
 
@@ -82,6 +125,10 @@ impl Reencode for Bulk {
         reencode::utils::parse_import_section(self, imports, section)?;
         imports.import(IMPORT_MODULE, COPY, EntityType::Function(self.ty));
         imports.import(IMPORT_MODULE, FILL, EntityType::Function(self.ty));
+        if self.mode == Mode::Profile {
+            imports.import(IMPORT_MODULE, ENTER, EntityType::Function(self.ty + 1));
+            imports.import(IMPORT_MODULE, LEAVE, EntityType::Function(self.ty + 2));
+        }
         Ok(())
     }
 
@@ -119,14 +166,21 @@ impl Reencode for Bulk {
     ) -> Result<(), reencode::Error<Self::Error>> {
         reencode::utils::parse_global_section(self, globals, section)?;
         if self.counter.is_some() {
-            globals.global(
-                wasm_encoder::GlobalType {
-                    val_type: ValType::I64,
-                    mutable: true,
-                    shared: false,
-                },
-                &wasm_encoder::ConstExpr::i64_const(0),
-            );
+            let per_function = if self.mode == Mode::Profile {
+                self.defined_funcs
+            } else {
+                0
+            };
+            for _ in 0..=per_function {
+                globals.global(
+                    wasm_encoder::GlobalType {
+                        val_type: ValType::I64,
+                        mutable: true,
+                        shared: false,
+                    },
+                    &wasm_encoder::ConstExpr::i64_const(0),
+                );
+            }
         }
         Ok(())
     }
@@ -139,6 +193,12 @@ impl Reencode for Bulk {
         reencode::utils::parse_export_section(self, exports, section)?;
         if let Some(g) = self.counter {
             exports.export(COUNTER, wasm_encoder::ExportKind::Global, g);
+            if self.mode == Mode::Profile {
+                for k in 0..self.defined_funcs {
+                    let name = format!("{FUNCTION_COUNTER}{}", self.imported_funcs + k);
+                    exports.export(&name, wasm_encoder::ExportKind::Global, g + 1 + k);
+                }
+            }
         }
         Ok(())
     }
@@ -151,25 +211,56 @@ impl Reencode for Bulk {
         let Some(counter) = self.counter else {
             return reencode::utils::parse_function_body(self, code, func);
         };
+        let profile = self.mode == Mode::Profile;
+        let own = counter + 1 + self.current;
+        let index = self.imported_funcs + self.current;
+        self.current += 1;
         let mut f = self.new_function_with_parsed_locals(&func)?;
+        if profile {
+            f.instruction(&Instruction::I32Const(index as i32))
+                .instruction(&Instruction::Call(self.enter_func()));
+        }
         let mut reader = func.get_operators_reader()?;
         // Operators of the current basic block, emitted after its counter increment once
-        // the block ends (at a branch, or before a point execution can enter otherwise).
+        // the block ends (at a branch, or before a point execution can enter otherwise),
+        // and how many of them are the module's (the profile's `leave` calls are not).
         let mut block: Vec<Instruction<'_>> = Vec::new();
-        let flush = |f: &mut wasm_encoder::Function, block: &mut Vec<Instruction<'_>>| {
-            if block.is_empty() {
-                return;
-            }
-            f.instruction(&Instruction::GlobalGet(counter))
-                .instruction(&Instruction::I64Const(block.len() as i64))
-                .instruction(&Instruction::I64Add)
-                .instruction(&Instruction::GlobalSet(counter));
-            for i in block.drain(..) {
-                f.instruction(&i);
-            }
-        };
+        let mut ops = 0i64;
+        let flush =
+            |f: &mut wasm_encoder::Function, block: &mut Vec<Instruction<'_>>, ops: &mut i64| {
+                if block.is_empty() {
+                    return;
+                }
+                f.instruction(&Instruction::GlobalGet(counter))
+                    .instruction(&Instruction::I64Const(*ops))
+                    .instruction(&Instruction::I64Add)
+                    .instruction(&Instruction::GlobalSet(counter));
+                if profile {
+                    f.instruction(&Instruction::GlobalGet(own))
+                        .instruction(&Instruction::I64Const(*ops))
+                        .instruction(&Instruction::I64Add)
+                        .instruction(&Instruction::GlobalSet(own));
+                }
+                for i in block.drain(..) {
+                    f.instruction(&i);
+                }
+                *ops = 0;
+            };
         while !reader.eof() {
             let op = reader.read()?;
+            // A call of a defined function (or through a table, which holds only defined
+            // functions in the modules profiled) returns to a `leave`.
+            let leave = profile
+                && match op {
+                    Operator::Call { function_index } => function_index >= self.imported_funcs,
+                    Operator::CallIndirect { .. } => true,
+                    Operator::ReturnCall { .. } | Operator::ReturnCallIndirect { .. } => {
+                        return Err(reencode::Error::UserError(
+                            "tail calls are not profiled".to_string(),
+                        ))
+                    }
+                    _ => false,
+                };
             let ends_block = matches!(
                 op,
                 Operator::Loop { .. }
@@ -185,11 +276,15 @@ impl Reencode for Bulk {
                     | Operator::ReturnCallIndirect { .. }
             );
             block.push(self.instruction(op)?);
+            ops += 1;
+            if leave {
+                block.push(Instruction::Call(self.leave_func()));
+            }
             if ends_block {
-                flush(&mut f, &mut block);
+                flush(&mut f, &mut block, &mut ops);
             }
         }
-        flush(&mut f, &mut block);
+        flush(&mut f, &mut block, &mut ops);
         code.function(&f);
         Ok(())
     }
@@ -203,9 +298,10 @@ impl Reencode for Bulk {
     }
 }
 
-/// Counts imported functions and globals, types and globals; the rewrite needs the
-/// type, import, global and export sections to exist.
-fn survey(wasm: &[u8]) -> Result<(u32, u32, u32), String> {
+/// Counts imported functions and globals, types, globals and defined functions; the
+/// rewrite needs the type, import, global and export sections to exist.
+fn survey(wasm: &[u8]) -> Result<(u32, u32, u32, u32), String> {
+    let mut defined = 0u32;
     let mut imported_funcs = None;
     let mut imported_globals = 0u32;
     let mut globals = None;
@@ -228,11 +324,12 @@ fn survey(wasm: &[u8]) -> Result<(u32, u32, u32), String> {
             }
             Payload::GlobalSection(s) => globals = Some(s.count()),
             Payload::ExportSection(_) => exports = true,
+            Payload::FunctionSection(s) => defined = s.count(),
             _ => {}
         }
     }
     match (imported_funcs, types, globals, exports) {
-        (Some(i), Some(t), Some(g), true) => Ok((i, t, imported_globals + g)),
+        (Some(i), Some(t), Some(g), true) => Ok((i, t, imported_globals + g, defined)),
         _ => Err("the module lacks a type, import, global or export section".to_string()),
     }
 }
@@ -240,7 +337,7 @@ fn survey(wasm: &[u8]) -> Result<(u32, u32, u32), String> {
 /// Returns the module with every `memory.copy` / `memory.fill` routed through
 /// [`IMPORT_MODULE`]'s counting imports.
 pub fn rewrite(wasm: &[u8]) -> Result<Rewritten, String> {
-    encode(wasm, false)
+    encode(wasm, Mode::Bulk)
 }
 
 /// [`rewrite`], and every basic block adds its operator count to the exported global
@@ -250,15 +347,29 @@ pub fn rewrite(wasm: &[u8]) -> Result<Rewritten, String> {
 /// increments themselves are not counted, but do cost fuel: fuel of this module is not
 /// the module's fuel.
 pub fn rewrite_counting(wasm: &[u8]) -> Result<Rewritten, String> {
-    encode(wasm, true)
+    encode(wasm, Mode::Count)
 }
 
-fn encode(wasm: &[u8], count: bool) -> Result<Rewritten, String> {
-    let (imported_funcs, ty, globals) = survey(wasm)?;
+/// [`rewrite_counting`], and each defined function's blocks also add their operators to
+/// that function's exported global (`meter_fn_<index in the original module>`), which so
+/// counts the operators executed in its own body (exclusive). For inclusive counts every
+/// defined function starts with a call of [`ENTER`] with its index, and every call of a
+/// defined function (`call`, `call_indirect`) is followed by a call of [`LEAVE`]; the
+/// host pairs them on a stack and reads [`COUNTER`]. These calls are not counted.
+/// Tail calls are refused.
+pub fn rewrite_profiling(wasm: &[u8]) -> Result<Rewritten, String> {
+    encode(wasm, Mode::Profile)
+}
+
+fn encode(wasm: &[u8], mode: Mode) -> Result<Rewritten, String> {
+    let (imported_funcs, ty, globals, defined_funcs) = survey(wasm)?;
     let mut bulk = Bulk {
+        mode,
         imported_funcs,
-        counter: count.then_some(globals),
+        counter: (mode != Mode::Bulk).then_some(globals),
         ty,
+        defined_funcs,
+        current: 0,
         copies: 0,
         fills: 0,
     };
@@ -270,6 +381,31 @@ fn encode(wasm: &[u8], count: bool) -> Result<Rewritten, String> {
         copies: bulk.copies,
         fills: bulk.fills,
     })
+}
+
+/// Function names of the module's `name` section by function index, demangled.
+pub fn function_names(wasm: &[u8]) -> Result<BTreeMap<u32, String>, String> {
+    let mut out = BTreeMap::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        let Payload::CustomSection(c) =
+            payload.map_err(|e| format!("cannot parse the module: {e}"))?
+        else {
+            continue;
+        };
+        let wasmparser::KnownCustom::Name(reader) = c.as_known() else {
+            continue;
+        };
+        for name in reader {
+            let Ok(wasmparser::Name::Function(map)) = name else {
+                continue;
+            };
+            for naming in map.into_iter().flatten() {
+                let name = format!("{:#}", rustc_demangle::demangle(naming.name));
+                out.insert(naming.index, name);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The module's imports as `(module, name)`, in order (for `--list-imports` and checks).
@@ -472,5 +608,34 @@ mod tests {
         assert_eq!(out, 0xAB);
         assert_eq!(ops, Some(15));
         assert_eq!(host.counts.bulk_bytes, 600);
+    }
+
+    #[test]
+    fn the_profiling_module_counts_operators_per_function() {
+        // f (index 2): i32.const, call alloc (index 1: i32.const, end), drop,
+        // local.get, end.
+        let wasm = module_with(&[I::I32Const(5), I::Call(1), I::Drop, I::LocalGet(0), I::End]);
+        let profiled = rewrite_profiling(&wasm).unwrap();
+        let engine = crate::vm::engine();
+        let module = wasmi::Module::new(&engine, &profiled.wasm).unwrap();
+        let mut linker = Linker::new(&engine);
+        host::define(&mut linker).unwrap();
+        let mut store = Store::new(&engine, Host::new(Vec::new()));
+        store.set_fuel(1_000_000).unwrap();
+        let instance = linker.instantiate_and_start(&mut store, &module).unwrap();
+        let counter = instance.get_global(&store, COUNTER).unwrap();
+        store.data_mut().attach_profile(counter);
+        let f = instance.get_typed_func::<i32, i32>(&store, "f").unwrap();
+        assert_eq!(f.call(&mut store, 3).unwrap(), 3);
+        let get = |store: &Store<Host>, name: &str| {
+            instance.get_global(store, name).unwrap().get(store).i64()
+        };
+        assert_eq!(get(&store, COUNTER), Some(7));
+        assert_eq!(get(&store, &format!("{FUNCTION_COUNTER}1")), Some(2));
+        assert_eq!(get(&store, &format!("{FUNCTION_COUNTER}2")), Some(5));
+        store.data_mut().profile.leave_all(7);
+        let inclusive = &store.data().profile.inclusive;
+        assert_eq!(inclusive.get(&1), Some(&2));
+        assert_eq!(inclusive.get(&2), Some(&7));
     }
 }

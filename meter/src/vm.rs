@@ -20,6 +20,8 @@
 //! whatever their length (they are `call`s after the rewrite, also 1); their bytes are
 //! counted apart as bulk bytes. The tests below pin these rules.
 
+use std::collections::BTreeMap;
+
 use wasmi::{
     CompilationMode, Config, CustomFuelCosts, Engine, Instance, Linker, Memory, Module,
     OperatorCost, Store,
@@ -61,6 +63,13 @@ pub fn engine() -> Engine {
     Engine::new(&config)
 }
 
+#[derive(Clone, Copy)]
+enum Rewrite {
+    Bulk,
+    Counting,
+    Profiling,
+}
+
 /// The compiled, rewritten module and a linker with the recording host.
 pub struct Meter {
     engine: Engine,
@@ -77,16 +86,22 @@ pub struct Meter {
 
 impl Meter {
     pub fn new(wasm: &[u8]) -> Result<Meter, String> {
-        Meter::build(wasm, false)
+        Meter::build(wasm, Rewrite::Bulk)
     }
 
     /// A meter of the module with exact operator counting (see
     /// [`rewrite::rewrite_counting`]); its fuel includes the counting code.
     pub fn counting(wasm: &[u8]) -> Result<Meter, String> {
-        Meter::build(wasm, true)
+        Meter::build(wasm, Rewrite::Counting)
     }
 
-    fn build(wasm: &[u8], counting: bool) -> Result<Meter, String> {
+    /// A meter of the module with exact operator counting per function (see
+    /// [`rewrite::rewrite_profiling`]); a diagnostic, not for budgets.
+    pub fn profiling(wasm: &[u8]) -> Result<Meter, String> {
+        Meter::build(wasm, Rewrite::Profiling)
+    }
+
+    fn build(wasm: &[u8], kind: Rewrite) -> Result<Meter, String> {
         let imports = rewrite::imports(wasm)?;
         let provided = host::provided();
         let missing: Vec<String> = imports
@@ -100,10 +115,10 @@ impl Meter {
                 missing.join(", ")
             ));
         }
-        let rewritten = if counting {
-            rewrite::rewrite_counting(wasm)?
-        } else {
-            rewrite::rewrite(wasm)?
+        let rewritten = match kind {
+            Rewrite::Bulk => rewrite::rewrite(wasm)?,
+            Rewrite::Counting => rewrite::rewrite_counting(wasm)?,
+            Rewrite::Profiling => rewrite::rewrite_profiling(wasm)?,
         };
         let engine = engine();
         let module = Module::new(&engine, &rewritten.wasm)
@@ -138,7 +153,28 @@ impl Meter {
             .get_typed_func::<i32, i32>(&store, "proxy_on_memory_allocate")
             .map_err(|e| format!("proxy_on_memory_allocate: {e}"))?;
         store.data_mut().attach(memory, alloc);
+        let mut functions = Vec::new();
+        for export in instance.exports(&store) {
+            let Some(index) = export.name().strip_prefix(rewrite::FUNCTION_COUNTER) else {
+                continue;
+            };
+            let index: u32 = index
+                .parse()
+                .map_err(|_| format!("bad profile export {}", export.name()))?;
+            if let Some(g) = export.into_global() {
+                functions.push((index, g));
+            }
+        }
+        if !functions.is_empty() {
+            let counter = instance
+                .get_global(&store, rewrite::COUNTER)
+                .ok_or("the profiling module exports no operator counter")?;
+            store.data_mut().attach_profile(counter);
+        }
         Ok(Vm {
+            functions,
+            mark: Vec::new(),
+            inclusive_mark: BTreeMap::new(),
             callbacks: Vec::new(),
             store,
             instance,
@@ -166,6 +202,11 @@ pub struct Callback {
 }
 
 pub struct Vm {
+    /// Per-function operator globals of a profiling module, by original function index.
+    functions: Vec<(u32, wasmi::Global)>,
+    /// Their values, and the inclusive counts, at [`Vm::mark_profile`].
+    mark: Vec<u64>,
+    inclusive_mark: BTreeMap<u32, u64>,
     callbacks: Vec<Callback>,
     store: Store<Host>,
     instance: Instance,
@@ -192,6 +233,40 @@ impl Vm {
         }
     }
 
+    fn function_counts(&self) -> Vec<u64> {
+        self.functions
+            .iter()
+            .map(|(_, g)| g.get(&self.store).i64().map_or(0, |n| n as u64))
+            .collect()
+    }
+
+    /// Starts a profiled span (nothing on a module that is not profiling).
+    pub fn mark_profile(&mut self) {
+        if self.functions.is_empty() {
+            return;
+        }
+        self.mark = self.function_counts();
+        self.inclusive_mark = self.host().profile.inclusive.clone();
+    }
+
+    /// Per function executed since [`Vm::mark_profile`]: (index in the original module,
+    /// exclusive operators, inclusive operators), for functions that ran.
+    pub fn profile_since_mark(&self) -> Vec<(u32, u64, u64)> {
+        let now = self.function_counts();
+        let inclusive = &self.host().profile.inclusive;
+        self.functions
+            .iter()
+            .zip(now)
+            .enumerate()
+            .filter_map(|(k, ((f, _), n))| {
+                let exclusive = n.saturating_sub(self.mark.get(k).copied().unwrap_or(0));
+                let all = inclusive.get(f).copied().unwrap_or(0);
+                let all = all.saturating_sub(self.inclusive_mark.get(f).copied().unwrap_or(0));
+                (exclusive > 0 || all > 0).then_some((*f, exclusive, all))
+            })
+            .collect()
+    }
+
     /// Fuel left in the store; differences are the fuel spent.
     pub fn fuel_left(&self) -> u64 {
         self.store.get_fuel().unwrap_or(0)
@@ -216,6 +291,10 @@ impl Vm {
         let out = f
             .call(&mut self.store, params)
             .map_err(|e| format!("{name} trapped: {e}"))?;
+        if !self.functions.is_empty() {
+            let now = self.operators().unwrap_or(0);
+            self.store.data_mut().profile.leave_all(now);
+        }
         let fuel = before.saturating_sub(self.fuel_left());
         let operators = match (ops_before, self.operators()) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
