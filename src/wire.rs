@@ -25,12 +25,18 @@ pub fn deserialize_map(bytes: &[u8]) -> Vec<(String, String)> {
             break;
         };
         p = p.saturating_add(vlen).saturating_add(1);
-        out.push((
-            String::from_utf8_lossy(key).into_owned(),
-            String::from_utf8_lossy(value).into_owned(),
-        ));
+        out.push((text(key), text(value)));
     }
     out
+}
+
+/// The bytes as text: valid UTF-8 (the usual case) is copied as is, anything else has
+/// its invalid sequences replaced.
+fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 pub fn serialize_map(map: &[(&str, &str)]) -> Vec<u8> {

@@ -343,37 +343,79 @@ impl BlockWriter<'_> {
 }
 
 /// True when `piece` is non-empty and already in normal form: no leading or trailing
-/// whitespace, no whitespace but single spaces. One pass over the bytes; only the lead
-/// bytes of the multi-byte Unicode `White_Space` characters (U+0085, U+00A0, U+1680,
-/// U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000) are decoded.
+/// whitespace, no whitespace but single spaces. One tight pass over the bytes: the
+/// multi-byte Unicode `White_Space` characters (U+0085, U+00A0, U+1680, U+2000..U+200A,
+/// U+2028, U+2029, U+202F, U+205F, U+3000) are recognised by their UTF-8 bytes.
 fn is_normalized(piece: &str) -> bool {
     let bytes = piece.as_bytes();
     if bytes.first().is_none_or(|b| *b == b' ') || bytes.last() == Some(&b' ') {
         return false;
     }
+    // Eight bytes at a time: a word of printable ASCII whose spaces are single goes by in
+    // a few operations; any other word is looked at byte by byte.
+    let mut i = 0;
     let mut prev_space = false;
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b' ' if prev_space => return false,
-            b' ' => {
-                prev_space = true;
-                continue;
-            }
-            0x09..=0x0d => return false,
-            0xc2 | 0xe1 | 0xe2 | 0xe3 => {
-                let ws = piece
-                    .get(i..)
-                    .and_then(|t| t.chars().next())
-                    .is_none_or(char::is_whitespace);
-                if ws {
-                    return false;
-                }
-            }
-            _ => {}
+    for chunk in bytes.chunks_exact(8) {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            return false;
+        };
+        let v = u64::from_le_bytes(word);
+        let control = zero_bytes(v & 0xe0e0_e0e0_e0e0_e0e0);
+        let spaces = zero_bytes(v ^ 0x2020_2020_2020_2020);
+        let double = spaces & ((spaces << 8) | u64::from(prev_space) << 7);
+        if control | (v & HIGH_BITS) | double != 0 && !bytes_normal(bytes, i, 8) {
+            return false;
         }
-        prev_space = false;
+        prev_space = spaces >> 63 != 0;
+        i += 8;
+    }
+    bytes_normal(bytes, i, bytes.len() - i)
+}
+
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// 0x80 in every byte of `v` that is zero, 0 elsewhere (exact: no carries between bytes).
+fn zero_bytes(v: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    !(((v & LOW7).wrapping_add(LOW7)) | v | LOW7)
+}
+
+/// The byte-by-byte check of `bytes[start..start + len]` (the byte before `start`, if
+/// any, decides whether a space there is a double one).
+fn bytes_normal(bytes: &[u8], start: usize, len: usize) -> bool {
+    let mut prev = start
+        .checked_sub(1)
+        .and_then(|p| bytes.get(p))
+        .copied()
+        .unwrap_or(0);
+    for i in start..start.saturating_add(len) {
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
+        if b <= b' ' {
+            if b == b' ' && prev == b' ' || (0x09..=0x0d).contains(&b) {
+                return false;
+            }
+        } else if matches!(b, 0xc2 | 0xe1 | 0xe2 | 0xe3) && multibyte_space(bytes, i) {
+            return false;
+        }
+        prev = b;
     }
     true
+}
+
+/// Whether a Unicode `White_Space` character starts at `bytes[i]` (a lead byte 0xC2,
+/// 0xE1, 0xE2 or 0xE3 of valid UTF-8).
+fn multibyte_space(bytes: &[u8], i: usize) -> bool {
+    let at = |k: usize| bytes.get(i.saturating_add(k)).copied().unwrap_or(0);
+    matches!(
+        (at(0), at(1), at(2)),
+        (0xc2, 0x85 | 0xa0, _)
+            | (0xe1, 0x9a, 0x80)
+            | (0xe2, 0x80, 0x80..=0x8a | 0xa8 | 0xa9 | 0xaf)
+            | (0xe2, 0x81, 0x9f)
+            | (0xe3, 0x80, 0x80)
+    )
 }
 
 /// `str::split_whitespace` with an ASCII fast path: runs of non-whitespace bytes are

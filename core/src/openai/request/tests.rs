@@ -832,3 +832,44 @@ fn fed_blocks_are_the_normalized_prompt() {
     );
     assert!(calls < 12, "{calls} sink calls");
 }
+
+#[test]
+fn the_normal_form_check_knows_every_unicode_space() {
+    for c in (0..=0x10ffff_u32).filter_map(char::from_u32) {
+        let s = format!("a{c}b");
+        assert_eq!(
+            is_normalized(&s),
+            !c.is_whitespace() || c == ' ',
+            "U+{:04X}",
+            u32::from(c)
+        );
+    }
+    assert!(!is_normalized("a  b") && !is_normalized(" a") && !is_normalized("a "));
+    assert!(!is_normalized("") && is_normalized("a b"));
+}
+
+#[test]
+fn the_normal_form_check_agrees_with_the_definition_at_every_offset() {
+    let reference =
+        |s: &str| !s.is_empty() && s.split_whitespace().collect::<Vec<_>>().join(" ") == s;
+    let samples = [
+        "abcdefgh ijklmnop",
+        "abcdefg  hijklmnop",
+        "abcdefgh  ijk",
+        "a\tbcdefghijklmnop",
+        "é ü ñ — ’quoted’ text",
+        "x\u{a0}y",
+        "tab\u{b}bed",
+        "many words in a row here ok",
+        "\u{1f}control but not space",
+        "trailing space in word8 ",
+    ];
+    for base in samples {
+        for pad in 0..9 {
+            let s = format!("{}{base}", "p".repeat(pad));
+            assert_eq!(is_normalized(&s), reference(&s), "{s:?}");
+            let s = format!("{}{base}z", "q ".repeat(pad));
+            assert_eq!(is_normalized(&s), reference(&s), "{s:?}");
+        }
+    }
+}
