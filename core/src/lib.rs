@@ -19,6 +19,7 @@
 // The length limit is for the module's code; table-driven tests may run longer.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
+pub mod ascii;
 pub mod config;
 pub mod contract;
 pub mod deny;

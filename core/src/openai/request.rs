@@ -9,6 +9,8 @@ use std::fmt;
 
 use serde::de::DeserializeSeed;
 
+use crate::ascii::{bytes_equal, control_bytes, HIGH_BITS};
+
 use super::request_de::{Ctx, Failure, FieldSpec, RawRequest, RequestSeed, F_MODEL};
 
 pub use super::include_usage::{with_include_usage, with_include_usage_parsed};
@@ -360,8 +362,8 @@ fn is_normalized(piece: &str) -> bool {
             return false;
         };
         let v = u64::from_le_bytes(word);
-        let control = zero_bytes(v & 0xe0e0_e0e0_e0e0_e0e0);
-        let spaces = zero_bytes(v ^ 0x2020_2020_2020_2020);
+        let control = control_bytes(v);
+        let spaces = bytes_equal(v, b' ');
         let double = spaces & ((spaces << 8) | u64::from(prev_space) << 7);
         if control | (v & HIGH_BITS) | double != 0 && !bytes_normal(bytes, i, 8) {
             return false;
@@ -370,14 +372,6 @@ fn is_normalized(piece: &str) -> bool {
         i += 8;
     }
     bytes_normal(bytes, i, bytes.len() - i)
-}
-
-const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-
-/// 0x80 in every byte of `v` that is zero, 0 elsewhere (exact: no carries between bytes).
-fn zero_bytes(v: u64) -> u64 {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    !(((v & LOW7).wrapping_add(LOW7)) | v | LOW7)
 }
 
 /// The byte-by-byte check of `bytes[start..start + len]` (the byte before `start`, if

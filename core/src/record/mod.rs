@@ -3,6 +3,7 @@
 //! ever holds prompt or response text, credentials or their digests.
 
 pub mod cost;
+mod json;
 pub mod timefmt;
 
 use serde::Serialize;
@@ -80,8 +81,8 @@ pub fn state_entries(
             out.push((key, v));
         }
     };
-    opt(state::RECORD, Some(to_json(g)));
-    opt(state::AUDIT, Some(to_json(a)));
+    opt(state::RECORD, Some(json::gateway(g)));
+    opt(state::AUDIT, Some(json::audit(a)));
     opt(state::TENANT, g.tenant.clone());
     opt(state::TOKENS_TOTAL, Some(tokens_total.to_string()));
     if mode == FilterStateMode::Records {
