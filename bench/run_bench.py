@@ -857,8 +857,9 @@ def render_markdown(res):
     else:
         L.append(f"Meter (`{mt.get('command', 'target/debug/meter --json')}`; exchanges "
                  f"{', '.join(f'{v} beside {k}' for k, v in METER_EXCHANGE.items())}, filter rows only; "
-                 f"module {mt.get('module_bytes', 0):,} bytes): host calls per exchange / Wasm fuel "
-                 "(operators executed) / bytes copied across the boundary.")
+                 f"module {mt.get('module_bytes', 0):,} bytes): host calls per exchange / Wasm "
+                 "instructions executed (exact) / bytes moved by memory.copy and memory.fill "
+                 "(see meter/README.md).")
     L.append("")
     if res.get("errors"):
         L.append("**Runs with errors** (socket errors or non-2xx answers): " + "; ".join(res["errors"]))
