@@ -1128,8 +1128,8 @@ def ablation(cfg, nf_topo, files, seconds, conns, reps=3):
     variants.append(("filter, no model routing (no header hold, no route-cache clear)", True, c, False))
     variants.append(("filter, no access logs", True, cfg, True))
     c = copy.deepcopy(cfg)
-    c["filter_state"] = "records"
-    variants.append(("filter, `filter_state: records` (4 keys instead of ~23)", True, c, False))
+    c["filter_state"] = "full"
+    variants.append(("filter, `filter_state: full` (~23 keys instead of the default 4)", True, c, False))
     c = copy.deepcopy(cfg)
     for t in c["tenants"]:
         t.pop("quota", None)
