@@ -425,7 +425,7 @@ pub fn imports(wasm: &[u8]) -> Result<Vec<(String, String)>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::host::{self, Host};
     use wasm_encoder::{
@@ -434,6 +434,27 @@ mod tests {
         MemoryType, Module, TypeSection,
     };
     use wasmi::{Linker, Store};
+
+    /// `f(n)`: counts its argument down to 0 in a block and loop, then returns it; the
+    /// tests of fuel (vm.rs) and of exact counting use the same body.
+    pub(crate) fn countdown() -> Vec<I<'static>> {
+        vec![
+            I::Block(BlockType::Empty),
+            I::Loop(BlockType::Empty),
+            I::LocalGet(0),
+            I::I32Eqz,
+            I::BrIf(1),
+            I::LocalGet(0),
+            I::I32Const(1),
+            I::I32Sub,
+            I::LocalSet(0),
+            I::Br(0),
+            I::End,
+            I::End,
+            I::LocalGet(0),
+            I::End,
+        ]
+    }
 
     /// Imports `env.proxy_done`; exports memory, `proxy_on_memory_allocate` (returns 0)
     /// and `f(len)`: fill [0, len) with 0xAB, copy it to [100, 100 + len), call the
@@ -581,22 +602,7 @@ mod tests {
         // Counts the argument down to 0: block, loop (2); per check local.get, i32.eqz,
         // br_if (3, n + 1 times); per iteration local.get, i32.const, i32.sub,
         // local.set, br (5, n times); after the block local.get, end (2).
-        let wasm = module_with(&[
-            I::Block(BlockType::Empty),
-            I::Loop(BlockType::Empty),
-            I::LocalGet(0),
-            I::I32Eqz,
-            I::BrIf(1),
-            I::LocalGet(0),
-            I::I32Const(1),
-            I::I32Sub,
-            I::LocalSet(0),
-            I::Br(0),
-            I::End,
-            I::End,
-            I::LocalGet(0),
-            I::End,
-        ]);
+        let wasm = module_with(&countdown());
         let counted = rewrite_counting(&wasm).unwrap();
         for n in [0, 1, 3, 10] {
             let (_, _, ops, _) = run_counted(&counted.wasm, n).unwrap();

@@ -468,22 +468,7 @@ mod tests {
         // Counts the argument down to 0. Function frame: 1 + block, loop, end(block),
         // local.get, end(func) = 6; loop frame: 1 + 9 operators, charged on each entry,
         // including the last one that leaves at br_if after 3.
-        let wasm = module(&[
-            I::Block(BlockType::Empty),
-            I::Loop(BlockType::Empty),
-            I::LocalGet(0),
-            I::I32Eqz,
-            I::BrIf(1),
-            I::LocalGet(0),
-            I::I32Const(1),
-            I::I32Sub,
-            I::LocalSet(0),
-            I::Br(0),
-            I::End,
-            I::End,
-            I::LocalGet(0),
-            I::End,
-        ]);
+        let wasm = module(&crate::rewrite::tests::countdown());
         assert_eq!(fuel_of(&wasm, 0), 6 + 10);
         assert_eq!(fuel_of(&wasm, 3), 6 + 4 * 10);
     }
