@@ -49,13 +49,6 @@ extern "C" {
         len: usize,
     ) -> u32;
     fn proxy_get_header_map_pairs(kind: u32, out: *mut *mut u8, out_size: *mut usize) -> u32;
-    fn proxy_get_header_map_value(
-        kind: u32,
-        key: *const u8,
-        key_size: usize,
-        out: *mut *mut u8,
-        out_size: *mut usize,
-    ) -> u32;
     fn proxy_replace_header_map_value(
         kind: u32,
         key: *const u8,
@@ -110,7 +103,6 @@ extern "C" {
     ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_set_effective_context(context_id: u32) -> u32;
-    fn proxy_continue_stream(stream: u32) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, out_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_record_metric(id: u32, value: u64) -> u32;
@@ -180,18 +172,6 @@ pub fn get_headers(kind: u32) -> HostResult<Vec<(String, String)>> {
     Ok(unsafe { take(ptr, len) }
         .map(|b| wire::deserialize_map(&b))
         .unwrap_or_default())
-}
-
-pub fn get_header(kind: u32, name: &str) -> HostResult<Option<String>> {
-    let mut ptr = null_mut();
-    let mut len = 0usize;
-    let status =
-        unsafe { proxy_get_header_map_value(kind, name.as_ptr(), name.len(), &mut ptr, &mut len) };
-    match status {
-        OK => Ok(unsafe { take(ptr, len) }.map(|b| String::from_utf8_lossy(&b).into_owned())),
-        NOT_FOUND => Ok(None),
-        s => Err(HostError(s)),
-    }
 }
 
 pub fn set_header(kind: u32, name: &str, value: &str) -> HostResult<()> {
@@ -303,9 +283,20 @@ pub fn set_effective_context(context_id: u32) -> HostResult<()> {
     check(unsafe { proxy_set_effective_context(context_id) })
 }
 
-/// Resume a request the filter paused.
-pub fn resume_http_request() -> HostResult<()> {
-    check(unsafe { proxy_continue_stream(0) })
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    fn random_get(buf: *mut u8, len: usize) -> u16;
+}
+
+/// A random u64 from the host (WASI `random_get`); 0 if the host refuses.
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let status = unsafe { random_get(b.as_mut_ptr(), b.len()) };
+    if status == 0 {
+        u64::from_le_bytes(b)
+    } else {
+        0
+    }
 }
 
 pub fn define_metric(kind: u32, name: &str) -> HostResult<u32> {

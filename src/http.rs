@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use ai_gateway_core::config::Config;
-use ai_gateway_core::lifecycle::{LogInput, Plan, Request, RequestHeaders};
+use ai_gateway_core::lifecycle::exchange::ResponseHead;
+use ai_gateway_core::lifecycle::{LogInput, Plan, Request, RequestBody, RequestHeaders};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
@@ -73,20 +74,31 @@ impl HttpContext for Http {
             } else {
                 Vec::new()
             };
-            worker::with(|w| req.on_request_body(w, body_size, end_of_stream, &body, now_ms))
+            let cluster = req
+                .wants_cluster(end_of_stream)
+                .then(|| abi::get_property_string(&["xds", "cluster_name"]))
+                .flatten();
+            let input = RequestBody {
+                buffered: body_size,
+                end_of_stream,
+                body: &body,
+                cluster: cluster.as_deref(),
+                now_ms,
+            };
+            worker::with(|w| req.on_request_body(w, &input))
         })
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.run(0, |req, now_ms| {
-            let status = abi::get_header(RESPONSE_HEADERS, ":status")
-                .ok()
-                .flatten()
-                .and_then(|s| s.parse::<u16>().ok());
-            let ct = abi::get_header(RESPONSE_HEADERS, "content-type")
-                .ok()
-                .flatten();
-            req.on_response_headers(status, ct.as_deref(), end_of_stream, now_ms)
+            // One call for the whole map is cheaper than three lookups.
+            let headers = if req.wants_response_headers() {
+                abi::get_headers(RESPONSE_HEADERS).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let head = ResponseHead::from_headers(&headers);
+            worker::with(|w| req.on_response_headers(w, &head, end_of_stream, now_ms))
         })
     }
 
@@ -117,6 +129,10 @@ impl HttpContext for Http {
                     .then(|| abi::get_property_u64(&["response", "code"]))
                     .flatten()
                     .and_then(|c| u16::try_from(c).ok());
+                let details = needs
+                    .code_details
+                    .then(|| abi::get_property_string(&["response", "code_details"]))
+                    .flatten();
                 let input = LogInput {
                     now_ms: abi::now_ms(),
                     response_code: code,
@@ -124,6 +140,7 @@ impl HttpContext for Http {
                     upstream_address: upstream.as_deref(),
                     request_headers: headers.as_deref(),
                     busy_ns: self.busy_ns,
+                    code_details: details.as_deref(),
                 };
                 worker::with(|w| self.req.on_log(w, &input))
             }

@@ -1,11 +1,14 @@
 //! Root context: parses and validates the plugin configuration once per push and shares
-//! the immutable result with every HTTP context of this VM; its tick resumes held
-//! requests whose body never came.
+//! the immutable result with every HTTP context of this VM; its tick refuses held
+//! requests whose body did not arrive in time (408) and keeps this VM's concurrency
+//! slots alive.
 
 use std::sync::Arc;
 
 use ai_gateway_core::config::Config;
-use ai_gateway_core::lifecycle::hold::{tick_period_ms, STOPPED_HOLDING};
+use ai_gateway_core::contract::header;
+use ai_gateway_core::deny::Denial;
+use ai_gateway_core::lifecycle::hold::{tick_period_ms, NO_BODY_WHILE_HELD};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
@@ -33,8 +36,11 @@ impl RootContext for Root {
         match Config::parse(&bytes, &env) {
             Ok(cfg) => {
                 log::info!("configuration loaded: {}", cfg.summary());
+                for w in cfg.warnings() {
+                    log::warn!("{w}");
+                }
                 if abi::set_tick_period_ms(tick_period_ms(&cfg)).is_err() {
-                    log::warn!("no timer: held requests cannot be rescued on this worker");
+                    log::warn!("no timer: held requests cannot time out on this worker");
                 }
                 // Requests in flight keep the configuration they started with.
                 self.config = Some(Arc::new(cfg));
@@ -56,15 +62,27 @@ impl RootContext for Root {
         let Some(cfg) = &self.config else {
             return;
         };
-        let tick = worker::hold_tick(abi::now_ms(), cfg.routing.hold_timeout_ms);
-        for id in tick.resume {
-            let resumed = abi::set_effective_context(id).and_then(|_| abi::resume_http_request());
-            if resumed.is_err() {
+        let tick = worker::tick(cfg, abi::now_ms());
+        if tick.warn_no_body {
+            log::warn!("{NO_BODY_WHILE_HELD}");
+        }
+        if tick.time_out.is_empty() {
+            return;
+        }
+        let d = Denial::body_timeout(cfg.routing.hold_timeout_ms);
+        let body = d.body();
+        for (id, request_id) in tick.time_out {
+            // Envoy runs the reply through the request's response callbacks and on_log,
+            // which record it as this filter's 408.
+            let headers = [
+                ("content-type", "application/json"),
+                (header::REQUEST_ID, request_id.as_str()),
+            ];
+            let sent = abi::set_effective_context(id)
+                .and_then(|_| abi::send_local_response(408, &headers, body.as_bytes()));
+            if sent.is_err() {
                 log::debug!("held request {id} had already ended");
             }
-        }
-        if tick.stopped_holding {
-            log::warn!("{STOPPED_HOLDING}");
         }
     }
 

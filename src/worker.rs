@@ -1,33 +1,48 @@
-//! The per-worker state a request touches: the hold watch (one VM per worker thread, so
-//! a thread-local covers exactly this worker's requests) and the shared-data quota store.
+//! The per-worker state a request touches (one VM per worker thread, so a thread-local
+//! covers exactly this worker's requests) and the shared-data store.
 
 use std::cell::RefCell;
 
-use ai_gateway_core::lifecycle::hold::{HoldWatch, Tick};
-use ai_gateway_core::lifecycle::Worker;
+use ai_gateway_core::config::Config;
+use ai_gateway_core::lifecycle::hold::Tick;
+use ai_gateway_core::lifecycle::{Worker, WorkerState};
 
+use crate::abi;
 use crate::store::HostStore;
 
 thread_local! {
-    static HOLD: RefCell<HoldWatch> = RefCell::new(HoldWatch::default());
+    static STATE: RefCell<WorkerState> = RefCell::new(WorkerState::new(seeds()));
 }
 
-/// Runs `f` with this worker's state. Callbacks never nest, so the watch is always free;
-/// if it were not, the request would get a watch of its own rather than a failure.
+/// Two random seeds for this VM (request ids, concurrency slots). Should the host refuse
+/// randomness, the clock keeps VMs apart.
+fn seeds() -> (u64, u64) {
+    let (a, b) = (abi::random_u64(), abi::random_u64());
+    if a == 0 && b == 0 {
+        let t = abi::now_nanos();
+        (t, t.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15)
+    } else {
+        (a, b)
+    }
+}
+
+/// Runs `f` with this worker's state. Callbacks never nest (the root's tick releases the
+/// state before it calls the host), so the state is always free; if it were not, the
+/// request would get a fresh state rather than a failure.
 pub fn with<T>(f: impl FnOnce(&mut Worker) -> T) -> T {
-    HOLD.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut hold) => f(&mut Worker {
+    STATE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut state) => f(&mut Worker {
             store: &HostStore,
-            hold: &mut hold,
+            state: &mut state,
         }),
         Err(_) => f(&mut Worker {
             store: &HostStore,
-            hold: &mut HoldWatch::default(),
+            state: &mut WorkerState::new(seeds()),
         }),
     })
 }
 
-/// The root context's tick over this worker's held requests.
-pub fn hold_tick(now_ms: u64, timeout_ms: u64) -> Tick {
-    with(|w| w.hold.tick(now_ms, timeout_ms))
+/// The root context's tick over this worker's held requests and concurrency slots.
+pub fn tick(cfg: &Config, now_ms: u64) -> Tick {
+    with(|w| w.state.tick(w.store, cfg, now_ms))
 }

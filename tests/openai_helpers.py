@@ -15,7 +15,7 @@ from harness.launcher import ROOT, Topology
 # Fields of the gateway record (docs/contract.md), every one on every line, stream_complete
 # included. prompt_preview is present only when previews are configured.
 CONTRACT_FIELDS = [
-    "timestamp", "request_id", "tenant", "hostname", "route", "model_route", "stream",
+    "timestamp", "request_id", "client_request_id", "tenant", "hostname", "route", "model_route", "stream",
     "http_status", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens",
     "estimated_cost_usd", "gateway_backend",
     "model", "traffic_class", "usage_estimated", "prompt_sha256", "prompt_blake3",
@@ -33,7 +33,9 @@ RECORD_SCHEMA = {
     "required": CONTRACT_FIELDS,
     "properties": {
         "timestamp": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"},
-        "request_id": _nullable("string"),
+        # The gateway's own id: a UUID (never the client's x-request-id).
+        "request_id": {"type": "string", "pattern": r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"},
+        "client_request_id": _nullable("string"),
         "tenant": _nullable("string"),
         "hostname": _nullable("string"),
         "route": _nullable("string", pattern=r"^/"),
@@ -126,8 +128,8 @@ def record_for(gw, rid, timeout=10.0):
     """The single gateway record and audit record of request `rid`."""
     deadline = time.time() + timeout
     while True:
-        recs = [r for r in gw.records() if r.get("request_id") == rid]
-        auds = [a for a in gw.audits() if a.get("request_id") == rid]
+        recs = [r for r in gw.records() if r.get("client_request_id") == rid]
+        auds = [a for a in gw.audits() if a.get("client_request_id") == rid]
         if (recs and auds) or time.time() > deadline:
             break
         time.sleep(0.05)
@@ -140,7 +142,7 @@ def records_for(gw, rids, timeout=20.0):
     want = set(rids)
     deadline = time.time() + timeout
     while True:
-        found = {r["request_id"]: r for r in gw.records() if r.get("request_id") in want}
+        found = {r["client_request_id"]: r for r in gw.records() if r.get("client_request_id") in want}
         if len(found) == len(want) or time.time() > deadline:
             return found
         time.sleep(0.1)

@@ -48,8 +48,8 @@ def wait_request_id(gw, rid, timeout=20.0):
     """The (gateway, audit) records of one request, once both are flushed."""
     deadline = time.time() + timeout
     while True:
-        recs = [r for r in gw.records() if r.get("request_id") == rid]
-        auds = [a for a in gw.audits() if a.get("request_id") == rid]
+        recs = [r for r in gw.records() if r.get("client_request_id") == rid]
+        auds = [a for a in gw.audits() if a.get("client_request_id") == rid]
         if (recs and auds) or time.time() > deadline:
             assert len(recs) == 1 and len(auds) == 1, (rid, recs, auds)
             return recs[0], auds[0]

@@ -165,8 +165,8 @@ def wait_for_ids(topo, rids, timeout=20.0):
     deadline = time.monotonic() + timeout
     while True:
         recs, auds = topo.records(), topo.audits()
-        have_r = {r.get("request_id") for r in recs}
-        have_a = {a.get("request_id") for a in auds}
+        have_r = {r.get("client_request_id") for r in recs}
+        have_a = {a.get("client_request_id") for a in auds}
         if (rids <= have_r and rids <= have_a) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -174,11 +174,11 @@ def wait_for_ids(topo, rids, timeout=20.0):
     recs, auds = topo.records(), topo.audits()
     by_r, by_a = {}, {}
     for r in recs:
-        if r.get("request_id") in rids:
-            by_r.setdefault(r["request_id"], []).append(r)
+        if r.get("client_request_id") in rids:
+            by_r.setdefault(r["client_request_id"], []).append(r)
     for a in auds:
-        if a.get("request_id") in rids:
-            by_a.setdefault(a["request_id"], []).append(a)
+        if a.get("client_request_id") in rids:
+            by_a.setdefault(a["client_request_id"], []).append(a)
     return by_r, by_a
 
 

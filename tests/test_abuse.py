@@ -170,7 +170,7 @@ SMUGGLING = {
 
 
 def anonymous_denials(gw):
-    return [a for a in gw.audits() if a.get("request_id") is None and a.get("tenant") is None]
+    return [a for a in gw.audits() if a.get("client_request_id") is None and a.get("tenant") is None]
 
 
 def smuggle(gw, data):
@@ -206,7 +206,7 @@ def test_request_smuggling_framing_is_refused_before_any_backend(gw, case):
     time.sleep(0.15)
     new = anonymous_denials(gw)[len(anonymous):]
     assert [(a["decision"], a["reason"], a["http_status"]) for a in new] == [("deny", "answered_before_filter", 400)]
-    assert all(a["decision"] == "deny" for a in gw.audits() if a.get("request_id") is None)
+    assert all(a["decision"] == "deny" for a in gw.audits() if a.get("client_request_id") is None)
     assert_alive(gw)
 
 
@@ -396,12 +396,12 @@ def test_invalid_utf8_in_header_values(gw):
     assert resp.status == 200, resp
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        mine = [x for x in gw.records() if (x.get("request_id") or "").startswith("abuse-utf8-rid-")]
+        mine = [x for x in gw.records() if (x.get("client_request_id") or "").startswith("abuse-utf8-rid-")]
         if mine:
             break
         time.sleep(0.05)
     assert len(mine) == 1, mine
-    assert mine[0]["request_id"].isprintable() and mine[0]["request_id"].isascii()
+    assert mine[0]["client_request_id"].isprintable() and mine[0]["client_request_id"].isascii()
     # In credentials: refused as invalid, never matched or echoed.
     for creds in ([("x-api-key", b"sk-\xff\xfe")], [("Authorization", b"Bearer sk-tenant-a-dem\xef")],
                   [("api-key", b"\xc0\xaf")]):

@@ -20,7 +20,7 @@ from harness.launcher import Topology
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 CONTRACT = ["timestamp", "tenant", "subject", "route", "model_route", "decision", "request_id",
-            "sensitive_payload_logged"]
+            "client_request_id", "sensitive_payload_logged"]
 
 
 def no_quota_config():
@@ -209,7 +209,7 @@ def test_exactly_one_audit_record_per_request_over_a_mixed_run():
 
     by_id = {}
     for a in audits:
-        by_id.setdefault(a.get("request_id"), []).append(a)
+        by_id.setdefault(a.get("client_request_id"), []).append(a)
     assert len(audits) == total, f"{len(audits)} audit lines for {total} requests"
     missing = [r for r in expected if r not in by_id]
     assert not missing, missing[:5]
@@ -233,7 +233,7 @@ def test_exactly_one_audit_record_per_request_over_a_mixed_run():
             "deny_model", "allow_stream"} <= seen_kinds
 
     # The gateway record (access.log) is written on the same path: one per request too.
-    rec_ids = [r.get("request_id") for r in records]
+    rec_ids = [r.get("client_request_id") for r in records]
     assert len(rec_ids) == total and set(rec_ids) == set(expected)
 
 

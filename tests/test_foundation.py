@@ -54,12 +54,14 @@ def test_access_log_carries_tenant(demo):
     rid = "req-foundation-log-1"
     r = call(demo, "/v1/chat/completions", chat_body(), headers={"x-request-id": rid})
     assert r.status_code == 200
-    recs = [x for x in demo.wait_records(1)[0] if x.get("request_id") == rid]
-    deadline_recs = recs or [x for x in demo.wait_records(100, timeout=3)[0] if x.get("request_id") == rid]
+    recs = [x for x in demo.wait_records(1)[0] if x.get("client_request_id") == rid]
+    deadline_recs = recs or [x for x in demo.wait_records(100, timeout=3)[0] if x.get("client_request_id") == rid]
     assert len(deadline_recs) == 1
     rec = deadline_recs[0]
     assert rec["tenant"] == "tenant-a"
     assert rec["route"] == "/v1/chat/completions"
     assert rec["http_status"] == 200
     assert isinstance(rec["latency_ms"], int)
-    assert rec["request_id"] == rid
+    assert rec["client_request_id"] == rid
+    # The record's id is the gateway's own, and the response carries it.
+    assert rec["request_id"] != rid and rec["request_id"] == r.headers["x-request-id"]

@@ -51,10 +51,10 @@ def audit_for(gw, request_id, timeout=10.0):
     """The audit records carrying this request id (waits for the first to be flushed)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        found = [a for a in gw.audits() if a.get("request_id") == request_id]
+        found = [a for a in gw.audits() if a.get("client_request_id") == request_id]
         if found:
             time.sleep(0.2)  # a duplicate would land with it
-            return [a for a in gw.audits() if a.get("request_id") == request_id]
+            return [a for a in gw.audits() if a.get("client_request_id") == request_id]
         time.sleep(0.05)
     return []
 

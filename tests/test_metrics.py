@@ -88,8 +88,8 @@ def run():
         codes = [send("/v1/embeddings", emb, host=HOST_B, key=KEY_B).status_code for _ in range(8)]
         assert codes.count(200) == 6 and codes.count(429) == 2, codes
         recs, auds = topo.wait_records(len(ids))
-        recs = [r for r in recs if r["request_id"] in ids]
-        auds = [a for a in auds if a["request_id"] in ids]
+        recs = [r for r in recs if r["client_request_id"] in ids]
+        auds = [a for a in auds if a["client_request_id"] in ids]
         assert len(recs) == len(ids) and len(auds) == len(ids)
         yield topo, recs, auds, scrape(topo)
 

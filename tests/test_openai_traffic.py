@@ -328,7 +328,7 @@ def test_access_log_matches_the_contract_field_for_field(demo):
         rec, _ = record_for(demo, rid)
         assert sorted(rec) == sorted(CONTRACT_FIELDS)
         jsonschema.validate(rec, RECORD_SCHEMA)
-        assert rec["request_id"] == rid
+        assert rec["client_request_id"] == rid
         assert rec["hostname"] == HOST_A
         if rec["http_status"] == 200:
             assert rec["tenant"] == "tenant-a"

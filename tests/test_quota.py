@@ -143,9 +143,9 @@ def test_request_bucket_holds_exactly_n_across_four_workers(gw):
     denied = [a for a in auds if a["decision"] == "deny"]
     assert len(denied) == BURST_SIZE - REQ_BURST
     assert all(a["reason"] == "quota_requests" and a["http_status"] == 429 for a in denied)
-    by_id = {r["request_id"]: r for r in recs}
+    by_id = {r["client_request_id"]: r for r in recs}
     for a in denied:
-        assert by_id[a["request_id"]]["http_status"] == 429
+        assert by_id[a["client_request_id"]]["http_status"] == 429
 
 
 def stream_body(prompt=STREAM_PROMPT, max_tokens=STREAM_MAX_TOKENS):

@@ -98,8 +98,8 @@ def test_rate_limit_error_then_success_after_waiting(gw):
     done = chat(retrying, rid="sdk-retry", max_tokens=4)
     assert done.usage.total_tokens == 6
     time.sleep(0.2)
-    recs = [r for r in gw.records() if r.get("request_id") == "sdk-retry"]
-    auds = [a for a in gw.audits() if a.get("request_id") == "sdk-retry"]
+    recs = [r for r in gw.records() if r.get("client_request_id") == "sdk-retry"]
+    auds = [a for a in gw.audits() if a.get("client_request_id") == "sdk-retry"]
     statuses = [r["http_status"] for r in recs]
     assert statuses[-1:] == [200] and set(statuses[:-1]) == {429} and len(statuses) >= 2, statuses
     assert [a["reason"] for a in auds if a["decision"] == "deny"] == ["quota_requests"] * (len(statuses) - 1)

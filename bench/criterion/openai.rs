@@ -127,7 +127,7 @@ fn exchange_body(cfg: &Config, headers: &[(String, String)], body: &[u8]) -> boo
         authority: "gw.example.com",
         path: "/v1/chat/completions",
         method: "POST",
-        request_id: Some("bench"),
+        request_id: None,
         peer_uri_san: None,
         has_body: true,
     };
@@ -138,7 +138,7 @@ fn exchange_body(cfg: &Config, headers: &[(String, String)], body: &[u8]) -> boo
         return false;
     }
     matches!(
-        ex.on_request_body(cfg, body, true),
+        ex.on_request_body(cfg, body, true, None),
         BodyAction::Continue(d) if d.new_body.is_some()
     )
 }

@@ -3,16 +3,18 @@
 //! rules depend on these spellings; change them only with a version bump (see README).
 
 /// Version of the filter-state / log contract. Bumped on any incompatible change.
-pub const CONTRACT_VERSION: u32 = 2;
+pub const CONTRACT_VERSION: u32 = 3;
 
 /// Every field of the gateway record (`wasm.ai.record`), in order: the gateway
 /// log contract plus `model`, `traffic_class`, `usage_estimated`, `prompt_sha256`,
 /// `prompt_blake3` and `stream_complete` (version 2 added `prompt_blake3`, the default
-/// fingerprint; `prompt_sha256` is set only under `fingerprint_algorithm: hmac_sha256`).
+/// fingerprint; `prompt_sha256` is set only under `fingerprint_algorithm: hmac_sha256`;
+/// version 3 made `request_id` the gateway's own id and added `client_request_id`).
 /// `prompt_preview` appears only when previews are configured.
-pub const GATEWAY_RECORD_FIELDS: [&str; 20] = [
+pub const GATEWAY_RECORD_FIELDS: [&str; 21] = [
     "timestamp",
     "request_id",
+    "client_request_id",
     "tenant",
     "hostname",
     "route",
@@ -57,6 +59,7 @@ pub mod state {
     pub const GATEWAY_BACKEND: &str = "ai.gateway_backend";
     pub const TRAFFIC_CLASS: &str = "ai.traffic_class";
     pub const REQUEST_ID: &str = "ai.request_id";
+    pub const CLIENT_REQUEST_ID: &str = "ai.client_request_id";
     pub const DECISION: &str = "ai.decision";
     pub const REASON: &str = "ai.reason";
     pub const USAGE_ESTIMATED: &str = "ai.usage_estimated";
@@ -91,6 +94,14 @@ pub mod header {
     pub const WWW_AUTHENTICATE: &str = "www-authenticate";
     pub const RETRY_AFTER: &str = "retry-after";
     pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+    /// On 405: the methods the route serves.
+    pub const ALLOW: &str = "allow";
+    /// Removed from requests on body routes: backends answer uncompressed, so the usage
+    /// in their responses can be read.
+    pub const ACCEPT_ENCODING: &str = "accept-encoding";
+    /// A client copy of `jwt_authn`'s default payload header is removed unless the
+    /// configuration reads verified claims from it.
+    pub const JWT_PAYLOAD: &str = "x-jwt-payload";
 }
 
 /// Metric names (Prometheus names after Envoy strips the `wasmcustom.` namespace).

@@ -17,6 +17,8 @@ pub struct Denial {
     pub code: String,
     /// Safe to show the client: never contains request content or credentials.
     pub message: String,
+    /// Headers the refusal carries besides the filter's own (`allow`, `retry-after`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Denial {
@@ -27,6 +29,7 @@ impl Denial {
             error_type,
             code: reason.to_string(),
             message: message.to_string(),
+            headers: Vec::new(),
         }
     }
 
@@ -111,6 +114,7 @@ impl Denial {
             error_type: "invalid_request_error",
             code: code.to_string(),
             message: message.to_string(),
+            headers: Vec::new(),
         }
     }
     pub fn body_too_large(limit: u64) -> Denial {
@@ -120,6 +124,7 @@ impl Denial {
             error_type: "invalid_request_error",
             code: "request_too_large".to_string(),
             message: format!("The request body exceeds the limit of {limit} bytes."),
+            headers: Vec::new(),
         }
     }
     pub fn quota(kind: BucketKind, message: String) -> Denial {
@@ -129,6 +134,7 @@ impl Denial {
             error_type: "rate_limit_exceeded",
             code: "rate_limit_exceeded".to_string(),
             message,
+            headers: Vec::new(),
         }
     }
     /// A request that can never fit the tenant's bucket: not retryable, so not a 429.
@@ -139,7 +145,61 @@ impl Denial {
             error_type: "invalid_request_error",
             code: "quota_exceeds_burst".to_string(),
             message,
+            headers: Vec::new(),
         }
+    }
+    /// A method the route does not serve; `allow` lists the ones it does.
+    pub fn method_not_allowed(allow: &[String]) -> Denial {
+        let list = allow.join(", ");
+        let mut d = Denial::new(
+            405,
+            "method_not_allowed",
+            "invalid_request_error",
+            &format!("This route does not serve this method; use {list}."),
+        );
+        d.headers.push((crate::contract::header::ALLOW, list));
+        d
+    }
+    /// Held headers waited `ms` for the whole body.
+    pub fn body_timeout(ms: u64) -> Denial {
+        let mut d = Denial::new(
+            408,
+            "body_timeout",
+            "invalid_request_error",
+            &format!("The request body did not arrive within {ms} ms."),
+        );
+        d.code = "request_timeout".to_string();
+        d
+    }
+    /// The route Envoy chose by path leads to a backend that does not serve the model
+    /// (headers are not held, so the route cannot follow the model).
+    pub fn model_not_on_route() -> Denial {
+        Denial::new(
+            400,
+            "model_not_on_route",
+            "invalid_request_error",
+            "The requested model is not served on this route.",
+        )
+    }
+    /// The tenant's concurrency limit is reached.
+    pub fn concurrency(full: crate::quota::inflight::Full, limit: u32) -> Denial {
+        use crate::quota::inflight::Full;
+        let (code, what) = match full {
+            Full::InFlight => ("too_many_requests_in_flight", "requests"),
+            Full::Streams => ("too_many_streams", "streaming requests"),
+        };
+        let mut d = Denial::new(
+            429,
+            full.reason(),
+            "rate_limit_exceeded",
+            &format!(
+                "This tenant already has {limit} {what} in flight, its limit. Retry when one finishes."
+            ),
+        );
+        d.code = code.to_string();
+        d.headers
+            .push((crate::contract::header::RETRY_AFTER, "1".to_string()));
+        d
     }
     /// The worker has no valid configuration (every push so far was refused).
     pub fn not_configured() -> Denial {

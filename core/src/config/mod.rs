@@ -75,6 +75,10 @@ pub struct RouteSpec {
     pub api: Option<Api>,
     #[serde(default)]
     pub traffic_class: Option<TrafficClass>,
+    /// Methods the route serves. Default: `["POST"]` on a route with an `api` (its body is
+    /// read), any method on an `api: "none"` route. Other methods get 405 with `Allow`.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -88,6 +92,11 @@ pub struct ModelSpec {
     /// Price of cached prompt tokens; defaults to the input price.
     #[serde(default)]
     pub cached_input_usd_per_million: Option<f64>,
+    /// Envoy clusters that serve this model. When set and the headers are not held for the
+    /// body (so the route was chosen by path), a request for the model is refused unless
+    /// Envoy picked one of these clusters.
+    #[serde(default)]
+    pub clusters: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -121,6 +130,16 @@ pub struct TenantSpec {
     pub models: Option<Vec<String>>,
     #[serde(default)]
     pub quota: Option<QuotaConfig>,
+    /// Serve this tenant only on its own `hosts` (not on shared or unowned hostnames).
+    #[serde(default)]
+    pub own_hosts_only: bool,
+    /// Requests this tenant may have in flight at once, across all workers of the process.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// Streaming requests this tenant may have in flight at once (counted in
+    /// `max_in_flight` too).
+    #[serde(default)]
+    pub max_streams: Option<u32>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -146,6 +165,24 @@ pub struct IdentitySpec {
     /// request headers would otherwise collect every tenant's key.
     #[serde(default)]
     pub forward_credentials: bool,
+    /// Hostnames that serve every authenticated tenant (the shared API domain). A
+    /// hostname in a tenant's `hosts` cannot be shared.
+    #[serde(default)]
+    pub shared_hosts: Vec<String>,
+    /// Hostnames that are neither a tenant's nor listed in `shared_hosts`.
+    #[serde(default)]
+    pub unowned_hosts: UnownedHosts,
+}
+
+/// What a hostname no tenant owns serves.
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnownedHosts {
+    /// Every authenticated tenant, as on `shared_hosts` (default).
+    #[default]
+    Shared,
+    /// Nobody: 403 `host_mismatch`.
+    Refuse,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -177,11 +214,12 @@ pub struct Routing {
     #[serde(default = "yes")]
     pub model_header: bool,
     /// Hold request headers until the body is read so the route can depend on the model.
-    /// Needs `allow_on_headers_stop_iteration: true` in the Wasm filter config.
+    /// Needs `allow_on_headers_stop_iteration: true` in the Wasm filter config; a host that
+    /// cannot set it (Istio's WasmPlugin, Envoy Gateway) must set this to false.
     #[serde(default = "yes")]
     pub hold_headers_for_body: bool,
-    /// A held request that gets no body callback within this time is resumed (routing by
-    /// path), so a host without `allow_on_headers_stop_iteration` never hangs a request.
+    /// The longest held headers wait for the whole body; then the request is refused with
+    /// 408 (it is never let through unrouted).
     #[serde(default = "default_hold_timeout")]
     pub hold_timeout_ms: u64,
 }
@@ -197,7 +235,7 @@ impl Default for Routing {
 }
 
 fn default_hold_timeout() -> u64 {
-    500
+    10_000
 }
 
 /// The configuration exactly as users write it.
@@ -274,6 +312,7 @@ fn default_routes() -> Vec<RouteSpec> {
         prefix: prefix.to_string(),
         api,
         traffic_class: None,
+        methods: None,
     };
     vec![
         r("/v1/chat/completions", Some(Api::ChatCompletions)),
@@ -291,6 +330,16 @@ pub struct Route {
     /// `None`: the route has no body to read.
     pub api: Option<Api>,
     pub traffic_class: TrafficClass,
+    /// Upper-case methods served; `None` = any.
+    pub methods: Option<Vec<String>>,
+}
+
+impl Route {
+    pub fn allows_method(&self, method: &str) -> bool {
+        self.methods
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x.eq_ignore_ascii_case(method)))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -299,6 +348,8 @@ pub struct Model {
     pub input_usd_per_million: f64,
     pub output_usd_per_million: f64,
     pub cached_input_usd_per_million: f64,
+    /// Envoy clusters allowed to serve the model; `None` = any.
+    pub clusters: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -310,9 +361,17 @@ pub struct Tenant {
     pub routes: Option<Vec<usize>>,
     pub models: Option<Vec<String>>,
     pub quota: Option<QuotaConfig>,
+    /// Serve only on `hosts`.
+    pub own_hosts_only: bool,
+    pub max_in_flight: Option<u32>,
+    pub max_streams: Option<u32>,
 }
 
 impl Tenant {
+    /// Whether the tenant has a concurrency limit (its in-flight slots are counted).
+    pub fn limits_concurrency(&self) -> bool {
+        self.max_in_flight.is_some() || self.max_streams.is_some()
+    }
     pub fn may_use_route(&self, route: Option<usize>) -> bool {
         match (&self.routes, route) {
             (None, _) => true,
@@ -342,12 +401,17 @@ pub struct Config {
     /// Sorted longest prefix first, so the first match is the most specific.
     pub routes: Vec<Route>,
     pub models: HashMap<String, Model>,
+    /// Some model lists `clusters`: requests routed by path need the chosen cluster.
+    pub pinned_clusters: bool,
     pub tenants: Vec<Tenant>,
     pub keys: DigestMap<Principal>,
     pub jwt: Option<JwtSpec>,
     pub forward_credentials: bool,
     /// Hostname -> the tenant it is bound to.
     pub host_owner: HashMap<String, usize>,
+    /// Hostnames that serve every tenant (`identity.shared_hosts`).
+    pub shared_hosts: Vec<String>,
+    pub unowned_hosts: UnownedHosts,
     pub jwt_claims: HashMap<String, usize>,
     pub spiffe_ids: HashMap<String, usize>,
     pub limits: Limits,
@@ -386,6 +450,21 @@ impl Config {
             self.routes.len(),
             self.models.len()
         )
+    }
+
+    /// What this configuration gives up, for the log at load time.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.routing.hold_headers_for_body {
+            out.push(
+                "routing.hold_headers_for_body is false: routes are chosen by path and host, \
+                 never by model; x-ai-model, x-gateway-model-name, x-ai-traffic-class and \
+                 x-envoy-max-retries are not set, and streams are not rewritten to report \
+                 usage (it is estimated). Models with `clusters` are refused on other backends."
+                    .to_string(),
+            );
+        }
+        out
     }
 
     pub fn tenant(&self, idx: usize) -> Option<&Tenant> {

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use crate::config::digest::{parse_hex_digest, DigestMap};
 use crate::config::hostname::normalize_host;
 use crate::config::{
-    Config, ConfigSpec, IdentitySpec, Limits, Model, Principal, Route, Routing, Tenant, TenantSpec,
-    TrafficClass,
+    Config, ConfigSpec, IdentitySpec, Limits, Model, Principal, Route, RouteSpec, Routing, Tenant,
+    TenantSpec, TrafficClass,
 };
 use crate::openai::request::Api;
 use crate::redact::{FingerprintKey, RedactionConfig, Redactor};
@@ -60,17 +60,21 @@ pub fn build(spec: ConfigSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<C
         tenants.push(index.add(ti, t, &models)?);
     }
     check_settings(&spec.identity, &spec.routing, &spec.limits, &index)?;
+    let shared_hosts = shared_hosts(&spec.identity, &index.hosts)?;
     let redactor = Redactor::from_config(&spec.redaction)?;
     let salt = fingerprint_salt(&spec.redaction, env)?;
     Ok(Config {
         shared_data_prefix: spec.shared_data_prefix,
         routes,
+        pinned_clusters: models.values().any(|m| m.clusters.is_some()),
         models,
         tenants,
         keys: index.keys,
         forward_credentials: spec.identity.forward_credentials,
         jwt: spec.identity.jwt,
         host_owner: index.hosts,
+        shared_hosts,
+        unowned_hosts: spec.identity.unowned_hosts,
         jwt_claims: index.jwt_claims,
         spiffe_ids: index.spiffe_ids,
         limits: spec.limits,
@@ -107,10 +111,29 @@ fn build_routes(spec: &ConfigSpec) -> Result<Vec<Route>, String> {
             prefix: r.prefix.trim_end_matches('/').to_string(),
             api: r.api,
             traffic_class: class,
+            methods: route_methods(&format!("routes[{i}].methods"), r)?,
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
     Ok(routes)
+}
+
+/// A route's methods, upper case: as configured, else POST for a route whose body is read.
+fn route_methods(path: &str, r: &RouteSpec) -> Result<Option<Vec<String>>, String> {
+    let Some(methods) = &r.methods else {
+        return Ok(r.api.map(|_| vec!["POST".to_string()]));
+    };
+    if methods.is_empty() {
+        return Err(format!("{path}: list at least one method, or leave it out"));
+    }
+    let mut out = Vec::with_capacity(methods.len());
+    for (j, m) in methods.iter().enumerate() {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(format!("{path}[{j}]: not an HTTP method"));
+        }
+        out.push(m.to_ascii_uppercase());
+    }
+    Ok(Some(out))
 }
 
 /// The model table and its prices.
@@ -130,7 +153,15 @@ fn build_models(spec: &ConfigSpec) -> Result<HashMap<String, Model>, String> {
             .cached_input_usd_per_million
             .unwrap_or(m.input_usd_per_million);
         check_price(&format!("models[{i}].cached_input_usd_per_million"), cached)?;
+        if let Some(c) = &m.clusters {
+            if c.is_empty() || c.iter().any(String::is_empty) {
+                return Err(format!(
+                    "models[{i}].clusters: list cluster names, or leave it out"
+                ));
+            }
+        }
         let model = Model {
+            clusters: m.clusters.clone(),
             name: m.name.clone(),
             input_usd_per_million: m.input_usd_per_million,
             output_usd_per_million: m.output_usd_per_million,
@@ -174,12 +205,19 @@ impl TenantIndex {
         self.add_identities(&p, ti, &t)?;
         let routes = self.allowed_routes(&p, &t)?;
         check_tenant_models(&p, &t, models)?;
+        check_concurrency(&p, &t)?;
+        if t.own_hosts_only && hosts.is_empty() {
+            return Err(format!("{p}.own_hosts_only: the tenant has no hosts"));
+        }
         Ok(Tenant {
             name: t.name,
             hosts,
             routes,
             models: t.models,
             quota: t.quota,
+            own_hosts_only: t.own_hosts_only,
+            max_in_flight: t.max_in_flight,
+            max_streams: t.max_streams,
         })
     }
 
@@ -295,6 +333,37 @@ fn check_tenant_models(
     Ok(())
 }
 
+fn check_concurrency(p: &str, t: &TenantSpec) -> Result<(), String> {
+    if t.max_in_flight == Some(0) {
+        return Err(format!("{p}.max_in_flight: must be at least 1"));
+    }
+    if t.max_streams == Some(0) {
+        return Err(format!("{p}.max_streams: must be at least 1"));
+    }
+    Ok(())
+}
+
+/// `identity.shared_hosts`, normalized; none may be a tenant's own hostname.
+fn shared_hosts(
+    identity: &IdentitySpec,
+    owned: &HashMap<String, usize>,
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::with_capacity(identity.shared_hosts.len());
+    for (i, h) in identity.shared_hosts.iter().enumerate() {
+        let host = normalize_host(h);
+        if host.is_empty() {
+            return Err(format!("identity.shared_hosts[{i}]: empty hostname"));
+        }
+        if let Some(t) = owned.get(&host) {
+            return Err(format!(
+                "identity.shared_hosts[{i}]: hostname {host:?} is bound to tenants[{t}]"
+            ));
+        }
+        out.push(host);
+    }
+    Ok(out)
+}
+
 fn check_settings(
     identity: &IdentitySpec,
     routing: &Routing,
@@ -315,8 +384,8 @@ fn check_settings(
             );
         }
     }
-    if !(10..=60_000).contains(&routing.hold_timeout_ms) {
-        return Err("routing.hold_timeout_ms: must be between 10 and 60000".to_string());
+    if !(10..=300_000).contains(&routing.hold_timeout_ms) {
+        return Err("routing.hold_timeout_ms: must be between 10 and 300000".to_string());
     }
     if limits.max_request_body_bytes == 0 {
         return Err("limits.max_request_body_bytes: must be > 0".to_string());

@@ -29,7 +29,7 @@ use base64::Engine;
 
 use crate::config::digest::sha256;
 use crate::config::hostname::normalize_host;
-use crate::config::Config;
+use crate::config::{Config, UnownedHosts};
 use crate::contract::header;
 use crate::deny::Denial;
 use crate::record::sanitize;
@@ -236,22 +236,25 @@ pub fn identify(
 /// to one tenant refuses every other tenant's credentials.
 pub fn check_host(cfg: &Config, identity: &Identity, authority: &str) -> Result<(), Denial> {
     let host = normalize_host(authority);
-    let bound = cfg
-        .tenant(identity.tenant)
-        .map(|t| t.hosts.as_slice())
-        .unwrap_or_default();
-    if !bound.is_empty() {
-        // A hostname is bound to at most one tenant (checked when the configuration is
-        // loaded), so a bound tenant needs only its own short list.
-        return if bound.contains(&host) {
+    // A tenant's own hostname serves that tenant only (a hostname is bound to at most one
+    // tenant, checked when the configuration is loaded).
+    if let Some(owner) = cfg.host_owner.get(&host) {
+        return if *owner == identity.tenant {
             Ok(())
         } else {
             Err(Denial::host_mismatch())
         };
     }
-    match cfg.host_owner.get(&host) {
-        Some(owner) if *owner != identity.tenant => Err(Denial::host_mismatch()),
-        _ => Ok(()),
+    let tenant = cfg.tenant(identity.tenant);
+    if tenant.is_some_and(|t| t.own_hosts_only) {
+        return Err(Denial::host_mismatch());
+    }
+    // A shared hostname serves every tenant; so does any other, unless configured not to.
+    let shared = cfg.unowned_hosts == UnownedHosts::Shared || cfg.shared_hosts.contains(&host);
+    if shared {
+        Ok(())
+    } else {
+        Err(Denial::host_mismatch())
     }
 }
 

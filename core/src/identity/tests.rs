@@ -700,19 +700,10 @@ fn valid_key_on_another_tenants_host_is_refused() {
     );
     // An unbound tenant may not use a hostname another tenant owns ...
     assert_eq!(host_check(&c, "sk-c", HOST_A), Err("host_mismatch"));
-    // ... and a bound tenant may not use an unbound hostname, nor none at all.
+    // Look-alikes of a tenant hostname are other, unowned, hostnames.
     assert_eq!(
-        host_check(&c, "sk-a", "gateway.example.com"),
-        Err("host_mismatch")
-    );
-    assert_eq!(host_check(&c, "sk-a", ""), Err("host_mismatch"));
-    assert_eq!(
-        host_check(&c, "sk-a", "tenant-a.ai.example.com.evil.com"),
-        Err("host_mismatch")
-    );
-    assert_eq!(
-        host_check(&c, "sk-a", "evil.tenant-a.ai.example.com"),
-        Err("host_mismatch")
+        host_check(&c, "sk-b", "tenant-a.ai.example.com.evil.com"),
+        Ok(())
     );
     let d = {
         let id = identify(&c, &h(&[("x-api-key", "sk-a")]), None).unwrap();
@@ -726,6 +717,81 @@ fn unbound_tenant_on_unbound_host() {
     let c = cfg();
     assert_eq!(host_check(&c, "sk-c", "gateway.example.com"), Ok(()));
     assert_eq!(host_check(&c, "sk-c", ""), Ok(()));
+}
+
+#[test]
+fn a_bound_tenant_is_served_on_hostnames_no_tenant_owns_by_default() {
+    let c = cfg();
+    for host in [
+        "api.ai.example.com",
+        "127.0.0.1:10000",
+        "",
+        "evil.tenant-a.ai.example.com",
+    ] {
+        assert_eq!(host_check(&c, "sk-a", host), Ok(()), "{host}");
+    }
+}
+
+fn with_hosts(edit: impl FnOnce(&mut serde_json::Value)) -> Config {
+    let mut v = config_json(false);
+    edit(&mut v);
+    Config::parse(v.to_string().as_bytes(), &|_| None).unwrap()
+}
+
+#[test]
+fn unowned_hosts_refuse_serves_only_tenant_and_shared_hostnames() {
+    let c = with_hosts(|v| {
+        v["identity"] = serde_json::json!({
+            "shared_hosts": ["API.ai.example.com."], "unowned_hosts": "refuse"
+        });
+    });
+    for key in ["sk-a", "sk-b", "sk-c"] {
+        assert_eq!(
+            host_check(&c, key, "api.ai.example.com:443"),
+            Ok(()),
+            "{key}"
+        );
+        assert_eq!(
+            host_check(&c, key, "other.example.com"),
+            Err("host_mismatch"),
+            "{key}"
+        );
+        assert_eq!(host_check(&c, key, ""), Err("host_mismatch"), "{key}");
+    }
+    assert_eq!(host_check(&c, "sk-a", HOST_A), Ok(()));
+    assert_eq!(host_check(&c, "sk-c", HOST_A), Err("host_mismatch"));
+}
+
+#[test]
+fn own_hosts_only_keeps_a_tenant_on_its_hostnames() {
+    let c = with_hosts(|v| {
+        v["tenants"][0]["own_hosts_only"] = serde_json::json!(true);
+        v["identity"] = serde_json::json!({ "shared_hosts": ["api.ai.example.com"] });
+    });
+    assert_eq!(host_check(&c, "sk-a", HOST_A), Ok(()));
+    assert_eq!(
+        host_check(&c, "sk-a", "api.ai.example.com"),
+        Err("host_mismatch")
+    );
+    assert_eq!(host_check(&c, "sk-a", "127.0.0.1"), Err("host_mismatch"));
+    assert_eq!(host_check(&c, "sk-b", "api.ai.example.com"), Ok(()));
+}
+
+#[test]
+fn host_settings_are_validated() {
+    let parse = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = config_json(false);
+        edit(&mut v);
+        Config::parse(v.to_string().as_bytes(), &|_| None)
+            .map(|_| ())
+            .unwrap_err()
+    };
+    let e = parse(&|v| v["identity"] = serde_json::json!({ "shared_hosts": [HOST_A] }));
+    assert!(e.starts_with("identity.shared_hosts[0]: "), "{e}");
+    let e = parse(&|v| v["tenants"][2]["own_hosts_only"] = serde_json::json!(true));
+    assert!(e.starts_with("tenants[2].own_hosts_only: "), "{e}");
+    let e = parse(&|v| v["identity"] = serde_json::json!({ "unowned_hosts": "nobody" }));
+    assert!(e.starts_with("identity.unowned_hosts: "), "{e}");
 }
 
 #[test]
@@ -781,11 +847,12 @@ fn run(c: &Config, r: &Req) -> (Exchange, HeadersAction) {
         authority: r.host,
         path: r.path,
         method: r.method,
-        request_id: Some("req-1"),
+        request_id: None,
         peer_uri_san: None,
         has_body: r.has_body,
     };
     let mut ex = Exchange::new(1_700_000_000_000);
+    ex.request_id = Some("req-1".to_string());
     let action = ex.on_request_headers(c, &head);
     (ex, action)
 }
@@ -932,7 +999,7 @@ fn body_action(c: &Config, path: &str, host: &str, key: &str, body: &str) -> Bod
         matches!(action, HeadersAction::ReadBody { .. }),
         "{action:?}"
     );
-    ex.on_request_body(c, body.as_bytes(), true)
+    ex.on_request_body(c, body.as_bytes(), true, None)
 }
 
 #[test]
@@ -992,6 +1059,7 @@ fn audit_of(ex: &Exchange, c: &Config, cluster: Option<&str>, status: u16) -> se
         status: Some(status),
         cluster,
         upstream_address: None,
+        code_details: Some("via_upstream"),
     };
     let (_, audit) = ex.records(c, &end);
     serde_json::from_str(&crate::record::to_json(&audit)).unwrap()
@@ -1050,10 +1118,11 @@ fn audit_record_when_another_filter_answered_first() {
         authority: HOST_A,
         path: "/v1/chat/completions",
         method: "POST",
-        request_id: Some("req-early"),
+        request_id: None,
         peer_uri_san: None,
         has_body: false,
     };
+    ex.request_id = Some("req-early".to_string());
     ex.on_unseen_request(&c, &head);
     let a = audit_of(&ex, &c, Some("chat-llama3-8b-v1"), 401);
     assert_eq!(a["decision"], "deny");

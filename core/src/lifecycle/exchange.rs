@@ -20,6 +20,7 @@ pub struct RequestHead<'a> {
     pub authority: &'a str,
     pub path: &'a str,
     pub method: &'a str,
+    /// The inbound `x-request-id`.
     pub request_id: Option<&'a str>,
     pub peer_uri_san: Option<&'a str>,
     /// False when the headers end the stream (no body follows).
@@ -98,6 +99,30 @@ enum ResponseScan {
 /// Largest `usage` object captured from a JSON response.
 const MAX_USAGE_CAPTURE: usize = 4096;
 
+/// The response headers the scan depends on.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ResponseHead<'a> {
+    pub status: Option<u16>,
+    pub content_type: Option<&'a str>,
+    pub content_encoding: Option<&'a str>,
+}
+
+impl<'a> ResponseHead<'a> {
+    pub fn from_headers(headers: &'a [(String, String)]) -> ResponseHead<'a> {
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        ResponseHead {
+            status: get(":status").and_then(|s| s.parse().ok()),
+            content_type: get("content-type"),
+            content_encoding: get("content-encoding"),
+        }
+    }
+}
+
 /// What Envoy says when the stream is done (read in `on_log`).
 #[derive(Debug, Default)]
 pub struct End<'a> {
@@ -105,11 +130,16 @@ pub struct End<'a> {
     pub status: Option<u16>,
     pub cluster: Option<&'a str>,
     pub upstream_address: Option<&'a str>,
+    /// Envoy's `response.code_details` (`via_upstream` when the backend answered), read
+    /// only when [`Exchange::needs_code_details`] says so.
+    pub code_details: Option<&'a str>,
 }
 
 pub struct Exchange {
     pub start_ms: u64,
+    /// The gateway's id (set by the lifecycle before the headers are looked at).
     pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
     pub hostname: Option<String>,
     pub route: Option<usize>,
     pub identity: Option<Identity>,
@@ -133,6 +163,8 @@ pub struct Exchange {
     scan: ResponseScan,
     /// Whether the upstream ended the response cleanly (end of stream seen).
     pub response_complete: bool,
+    /// The response came with a `content-encoding` the usage scanners cannot read.
+    pub response_encoded: bool,
     pub finished: bool,
     /// The request headers reached this filter (false when a filter before it answered).
     pub headers_seen: bool,
@@ -143,6 +175,7 @@ impl Exchange {
         Exchange {
             start_ms,
             request_id: None,
+            client_request_id: None,
             hostname: None,
             route: None,
             identity: None,
@@ -162,6 +195,7 @@ impl Exchange {
             response_end_ms: None,
             scan: ResponseScan::None,
             response_complete: false,
+            response_encoded: false,
             finished: false,
             headers_seen: false,
         }
@@ -183,7 +217,7 @@ impl Exchange {
 
     /// What identifies the request in the records: request id, hostname, route.
     fn note_request(&mut self, cfg: &Config, head: &RequestHead) {
-        self.request_id = head.request_id.map(|r| sanitize(r, 128));
+        self.client_request_id = head.request_id.map(|r| sanitize(r, 128));
         if !head.authority.is_empty() {
             self.hostname = Some(sanitize(
                 &crate::config::hostname::normalize_host(head.authority),
@@ -237,7 +271,17 @@ impl Exchange {
         if !tenant.may_use_route(self.route) {
             return Err(Denial::route_forbidden());
         }
-        if self.api.is_none() || !head.method.eq_ignore_ascii_case("POST") {
+        if let Some(r) = self.route.and_then(|i| cfg.routes.get(i)) {
+            if !r.allows_method(head.method) {
+                return Err(Denial::method_not_allowed(
+                    r.methods.as_deref().unwrap_or(&[]),
+                ));
+            }
+        }
+        // A route's body is read for POST, and for any other method that carries one:
+        // no method gets a body past the model allowlist and the reservation.
+        let post = head.method.eq_ignore_ascii_case("POST");
+        if self.api.is_none() || (!post && !head.has_body) {
             return Ok(HeadersAction::Continue);
         }
         if !head.has_body {
@@ -272,12 +316,19 @@ impl Exchange {
 
     /// The whole body: parse, authorize the model, classify, fingerprint, route by model.
     /// `headers_held` says whether the request headers are still held back (only then can
-    /// headers and `Content-Length` still be changed).
-    pub fn on_request_body(&mut self, cfg: &Config, body: &[u8], headers_held: bool) -> BodyAction {
+    /// headers and `Content-Length` still be changed); when they are not, `cluster` is the
+    /// cluster Envoy chose by path (read when [`Config::pinned_clusters`] is set).
+    pub fn on_request_body(
+        &mut self,
+        cfg: &Config,
+        body: &[u8],
+        headers_held: bool,
+        cluster: Option<&str>,
+    ) -> BodyAction {
         if let Some(d) = self.on_partial_body(cfg, body.len()) {
             return BodyAction::Deny(d);
         }
-        match self.body_decision(cfg, body, headers_held) {
+        match self.body_decision(cfg, body, headers_held, cluster) {
             Ok(d) => BodyAction::Continue(d),
             Err(d) => BodyAction::Deny(self.deny(d)),
         }
@@ -288,6 +339,7 @@ impl Exchange {
         cfg: &Config,
         body: &[u8],
         held: bool,
+        cluster: Option<&str>,
     ) -> Result<BodyDecision, Denial> {
         let Some(api) = self.api else {
             return Ok(BodyDecision::default());
@@ -326,6 +378,14 @@ impl Exchange {
 
         let mut decision = BodyDecision::default();
         if !held {
+            // Routed by path: the backend must be one that serves the model.
+            let pinned = cfg
+                .models
+                .get(parsed.model.as_ref())
+                .and_then(|m| m.clusters.as_ref());
+            if pinned.is_some_and(|c| !cluster.is_some_and(|x| c.iter().any(|p| p == x))) {
+                return Err(Denial::model_not_on_route());
+            }
             return Ok(decision);
         }
         if cfg.routing.model_header {
@@ -399,17 +459,21 @@ impl Exchange {
         self.upstream_start_ms.get_or_insert(now_ms);
     }
 
-    pub fn on_response_headers(
-        &mut self,
-        status: Option<u16>,
-        content_type: Option<&str>,
-        cfg: &Config,
-    ) {
-        self.response_status = status;
+    pub fn on_response_headers(&mut self, head: &ResponseHead, cfg: &Config) {
+        self.response_status = head.status;
         if self.denial.is_some() {
             return; // our own local reply
         }
-        let ct = content_type.unwrap_or("").to_ascii_lowercase();
+        // The backend was asked for an identity body; one it compressed anyway cannot be
+        // scanned for usage, so the request is charged its reservation (see `billable`).
+        if head
+            .content_encoding
+            .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"))
+        {
+            self.response_encoded = true;
+            return;
+        }
+        let ct = head.content_type.unwrap_or("").to_ascii_lowercase();
         self.scan = if ct.starts_with("text/event-stream") {
             ResponseScan::Sse(Box::new(SseScanner::new(cfg.limits.max_sse_event_bytes)))
         } else if ct.starts_with("application/json") && self.api.is_some() {
@@ -445,6 +509,77 @@ impl Exchange {
             self.response_complete = true;
             self.response_end_ms = Some(now_ms);
         }
+    }
+
+    /// Whether `on_log` needs Envoy's `response.code_details` to bill the request: it was
+    /// forwarded, reported no usage, and got no success status (did a backend answer?).
+    pub fn needs_code_details(&self) -> bool {
+        self.forwarded()
+            && self.reported_usage().is_none()
+            && self.response_status.is_none_or(|s| s >= 400)
+    }
+
+    /// The request was released to the upstream (not refused by this filter).
+    pub fn forwarded(&self) -> bool {
+        self.denial.is_none() && self.upstream_start_ms.is_some()
+    }
+
+    fn reported_usage(&self) -> Option<Usage> {
+        match &self.scan {
+            ResponseScan::Sse(s) => s.summary().usage,
+            ResponseScan::Json(j) => j.usage(),
+            ResponseScan::None => None,
+        }
+    }
+
+    /// What the request is billed (records and quota settlement), and whether estimated:
+    /// - not forwarded (refused here, or ended before it was released): nothing;
+    /// - usage reported by the backend: that;
+    /// - a success whose body could not be scanned (compressed): the reservation's bound;
+    /// - a success without usage (cut short, or a backend that omits it): the estimate of
+    ///   the prompt and of what was streamed;
+    /// - an error status from the backend itself (`via_upstream`) without usage: nothing,
+    ///   and nothing when Envoy says no backend got the request (no healthy upstream,
+    ///   connection failure, overflow);
+    /// - otherwise (client abort, upstream timeout or reset after the request left):
+    ///   the estimate, at least the prompt, since the backend may have done the work.
+    pub fn billable(&self, cfg: &Config, end: &End) -> Option<(Usage, bool)> {
+        if !self.forwarded() {
+            return None;
+        }
+        if let Some(u) = self.reported_usage() {
+            return Some((u, false));
+        }
+        let status = end.status.or(self.response_status);
+        let success = status.is_some_and(|s| (200..400).contains(&s));
+        if success && self.response_encoded {
+            let completion = crate::lifecycle::quota_step::estimated_tokens(cfg, self)
+                .saturating_sub(self.estimated_prompt_tokens.unwrap_or(0));
+            return self.estimate(completion);
+        }
+        if !success && (end.code_details == Some("via_upstream") || never_reached(end.code_details))
+        {
+            return None;
+        }
+        let streamed = match &self.scan {
+            ResponseScan::Sse(s) => s.summary().estimated_completion_tokens,
+            _ => 0,
+        };
+        self.estimate(streamed)
+    }
+
+    fn estimate(&self, completion: u64) -> Option<(Usage, bool)> {
+        let prompt = self.estimated_prompt_tokens?;
+        Some((
+            Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: prompt.saturating_add(completion),
+                cached_tokens: None,
+                reasoning_tokens: None,
+            },
+            true,
+        ))
     }
 
     /// Usage as reported by the upstream, or estimated, and whether it was estimated.
@@ -528,8 +663,7 @@ impl Exchange {
             .filter(|_| forwarded)
             .map(model_route_from_cluster);
         let status = end.status.or(self.response_status);
-        let served = self.denial.is_none() && end.cluster.is_some();
-        let usage = if served { self.usage() } else { None };
+        let usage = self.billable(cfg, end);
         let cost = match (
             &usage,
             self.model.as_deref().and_then(|m| cfg.models.get(m)),
@@ -540,6 +674,7 @@ impl Exchange {
         let gateway = GatewayRecord {
             timestamp: timestamp.clone(),
             request_id: self.request_id.clone(),
+            client_request_id: self.client_request_id.clone(),
             tenant: tenant.clone(),
             hostname: self.hostname.clone(),
             route: route.clone(),
@@ -579,6 +714,7 @@ impl Exchange {
                 "allow"
             },
             request_id: self.request_id.clone(),
+            client_request_id: self.client_request_id.clone(),
             sensitive_payload_logged: false,
             reason: self.denial.as_ref().map(|d| d.reason),
             hostname: self.hostname.clone(),
@@ -587,6 +723,18 @@ impl Exchange {
         };
         (gateway, audit)
     }
+}
+
+/// Envoy's code details for a request no backend received.
+fn never_reached(details: Option<&str>) -> bool {
+    details.is_some_and(|d| {
+        d.starts_with("no_healthy_upstream")
+            || d.starts_with("cluster_not_found")
+            || d.starts_with("route_not_found")
+            || d.starts_with("maintenance_mode")
+            || d.contains("connection_failure")
+            || d.contains("overflow")
+    })
 }
 
 /// Traffic class from the route's class and the body: streams are `streaming`, requests

@@ -6,14 +6,19 @@
 //! - `exchange`: what is known about the request, and the decisions from it.
 //! - `quota_step`: which buckets a request charges, when, and the refusals.
 //! - `hold`: the per-worker watch that never leaves a held request hanging.
+//! - `ids`: the request ids the gateway chooses.
+//! - `worker`: what one worker VM keeps between requests.
 //! - `route`: route matching and path canonical form.
 
 pub mod exchange;
 pub mod hold;
+pub mod ids;
 pub mod plan;
 pub mod quota_step;
 pub mod request;
 pub mod route;
+pub mod worker;
 
 pub use plan::{Flow, LocalReply, Plan};
-pub use request::{LogInput, LogNeeds, Request, RequestHeaders, Worker};
+pub use request::{LogInput, LogNeeds, Request, RequestBody, RequestHeaders};
+pub use worker::{Worker, WorkerState};

@@ -16,6 +16,8 @@ pub enum Stage {
     Body,
 }
 
+/// A refusal and the `x-ratelimit-*` headers it carries. Large, but only built on the
+/// cold refusal path, so it is not boxed.
 pub type Refusal = (Denial, Vec<(&'static str, String)>);
 
 #[derive(Debug, Default)]
@@ -42,6 +44,7 @@ pub fn estimated_tokens(cfg: &Config, ex: &Exchange) -> u64 {
 }
 
 impl QuotaState {
+    #[allow(clippy::result_large_err)] // see `Refusal`
     pub fn reserve(
         &mut self,
         cfg: &Config,
@@ -113,30 +116,15 @@ impl QuotaState {
         &self.headers
     }
 
-    /// Settle the reservation against what the request really used and return the settled
-    /// token count (for `wasm.ai.tokens_total`): the reported usage; else, for a response
-    /// that started (2xx/3xx, possibly cut short), the estimate of what was streamed; else
-    /// (an upstream error status without usage, or no response at all) 0, a full refund.
-    pub fn settle(
-        &mut self,
-        ex: &Exchange,
-        store: &dyn SharedStore,
-        now_ms: u64,
-        status: Option<u16>,
-        served: bool,
-    ) -> u64 {
-        let usage = if served { ex.usage() } else { None };
-        let failed = !served || status.is_none_or(|s| s >= 400);
-        let actual = match usage {
-            Some((u, estimated)) if !(failed && estimated) => u.total_tokens,
-            _ => 0,
-        };
+    /// Settle the reservation against `billed`, what the request is billed (see
+    /// `Exchange::billable`), and return it (for `wasm.ai.tokens_total`).
+    pub fn settle(&mut self, store: &dyn SharedStore, billed: u64, now_ms: u64) -> u64 {
         if let Some(r) = self.reservation.take() {
-            let out = quota::settle(store, r, actual, now_ms);
+            let out = quota::settle(store, r, billed, now_ms);
             self.round_trips = self.round_trips.saturating_add(out.round_trips);
             self.degraded |= out.degraded;
         }
-        actual
+        billed
     }
 }
 

@@ -6,22 +6,16 @@
 
 use std::sync::Arc;
 
-use super::exchange::{BodyAction, End, Exchange, HeadersAction, RequestHead};
-use super::hold::HoldWatch;
+use super::exchange::{BodyAction, End, Exchange, HeadersAction, RequestHead, ResponseHead};
 use super::plan::{Flow, LocalReply, Plan};
 use super::quota_step::{QuotaState, Stage};
+pub use super::worker::Worker;
 use crate::config::Config;
 use crate::contract::header;
 use crate::deny::Denial;
 use crate::metrics::observations;
-use crate::quota::SharedStore;
+use crate::quota::inflight::{self, Acquire};
 use crate::record::state_entries;
-
-/// The per-worker state a request touches: the quota store and the hold watch.
-pub struct Worker<'a> {
-    pub store: &'a dyn SharedStore,
-    pub hold: &'a mut HoldWatch,
-}
 
 /// What Envoy offers with the request headers.
 pub struct RequestHeaders<'a> {
@@ -33,6 +27,18 @@ pub struct RequestHeaders<'a> {
     pub now_ms: u64,
 }
 
+/// A request body callback's input.
+pub struct RequestBody<'a> {
+    /// What Envoy holds so far.
+    pub buffered: usize,
+    pub end_of_stream: bool,
+    /// The whole body when [`Request::wants_request_body`] said so, else empty.
+    pub body: &'a [u8],
+    /// The cluster Envoy chose, when [`Request::wants_cluster`] said so.
+    pub cluster: Option<&'a str>,
+    pub now_ms: u64,
+}
+
 /// What the host must read for [`Request::on_log`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogNeeds {
@@ -40,6 +46,8 @@ pub struct LogNeeds {
     pub request_headers: bool,
     /// No response headers were seen: Envoy's response code is needed.
     pub response_code: bool,
+    /// Envoy's `response.code_details`, to tell a backend's error from Envoy's own.
+    pub code_details: bool,
 }
 
 /// What Envoy knows when the stream is done.
@@ -53,6 +61,8 @@ pub struct LogInput<'a> {
     pub request_headers: Option<&'a [(String, String)]>,
     /// Time spent inside this filter's callbacks, as the host measured it.
     pub busy_ns: u64,
+    /// Envoy's `response.code_details`, if [`LogNeeds::code_details`] asked for it.
+    pub code_details: Option<&'a str>,
 }
 
 impl LogInput<'_> {
@@ -65,6 +75,7 @@ impl LogInput<'_> {
             upstream_address: None,
             request_headers: None,
             busy_ns: 0,
+            code_details: None,
         }
     }
 }
@@ -80,6 +91,8 @@ pub struct Request {
     local_reply: bool,
     /// Credential headers the client sent (removed before forwarding).
     credentials: Vec<&'static str>,
+    /// The concurrency slot this request holds: (shared-data key, is a stream).
+    slot: Option<(String, bool)>,
     logged: bool,
 }
 
@@ -95,13 +108,24 @@ impl Request {
             reading_body: false,
             local_reply: false,
             credentials: Vec::new(),
+            slot: None,
             logged: false,
         }
+    }
+
+    /// The id the records, the upstream and the client see (chosen here, never taken from
+    /// the client: see `lifecycle::ids`).
+    fn request_id(&mut self, w: &mut Worker) -> String {
+        self.ex
+            .request_id
+            .get_or_insert_with(|| w.state.ids.next_id())
+            .clone()
     }
 
     /// Identity, authorization and the quota for body-less routes; decides whether the
     /// body is read and whether the headers are held until it is.
     pub fn on_request_headers(&mut self, w: &mut Worker, input: &RequestHeaders) -> Plan {
+        let id = self.request_id(w);
         let Some(cfg) = self.cfg.clone() else {
             return self.reply(Plan::default(), &Denial::not_configured(), Vec::new());
         };
@@ -113,24 +137,31 @@ impl Request {
         // Only headers actually present are removed: each removal is a host call.
         let present = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
         plan.remove_request_headers = header::TRUSTED.into_iter().filter(|n| present(n)).collect();
+        let reads_payload = cfg
+            .jwt
+            .as_ref()
+            .is_some_and(|j| j.payload_header == header::JWT_PAYLOAD);
+        if !reads_payload && present(header::JWT_PAYLOAD) {
+            plan.remove_request_headers.push(header::JWT_PAYLOAD);
+        }
         self.credentials = header::CREDENTIALS
             .into_iter()
             .filter(|n| present(n))
             .collect();
         let head = RequestHead::from_headers(headers, input.peer_uri_san, !input.end_of_stream);
-        match self.ex.on_request_headers(&cfg, &head) {
+        let action = self.ex.on_request_headers(&cfg, &head);
+        if !matches!(action, HeadersAction::Deny(_)) {
+            self.upstream_headers(&cfg, &mut plan, id, present(header::ACCEPT_ENCODING));
+        }
+        match action {
             HeadersAction::Deny(d) => self.reply(plan, &d, Vec::new()),
-            HeadersAction::Continue => {
-                self.identity_headers(&cfg, &mut plan);
-                self.forward(&cfg, w.store, plan, Stage::Headers, input.now_ms)
-            }
+            HeadersAction::Continue => self.forward(&cfg, w, plan, Stage::Headers, input.now_ms),
             HeadersAction::ReadBody { hold } => {
-                self.identity_headers(&cfg, &mut plan);
                 self.reading_body = true;
-                // On a worker where holding proved impossible, route by path at once.
-                self.held = hold && w.hold.should_hold();
+                self.held = hold;
                 if self.held {
-                    w.hold.begin(self.id, input.now_ms);
+                    let rid = self.ex.request_id.as_deref().unwrap_or("");
+                    w.state.hold.begin(self.id, rid, input.now_ms);
                     plan.flow = Flow::Pause;
                 }
                 plan
@@ -149,34 +180,36 @@ impl Request {
         end_of_stream && self.reading_body && !self.local_reply && self.cfg.is_some()
     }
 
-    /// A request body callback. `buffered` is the size Envoy holds so far; `body` is the
-    /// whole body when [`Request::wants_request_body`] said so, else empty.
-    pub fn on_request_body(
-        &mut self,
-        w: &mut Worker,
-        buffered: usize,
-        end_of_stream: bool,
-        body: &[u8],
-        now_ms: u64,
-    ) -> Plan {
+    /// Whether the host should read the cluster Envoy chose (`xds.cluster_name`) for the
+    /// body callback: only for a body routed by path while some model pins its clusters.
+    pub fn wants_cluster(&self, end_of_stream: bool) -> bool {
+        self.wants_request_body(end_of_stream)
+            && !self.held
+            && self.cfg.as_ref().is_some_and(|c| c.pinned_clusters)
+    }
+
+    /// A request body callback.
+    pub fn on_request_body(&mut self, w: &mut Worker, input: &RequestBody) -> Plan {
         let Some(cfg) = self.cfg.clone() else {
             return Plan::proceed();
         };
         if !self.reading_body || self.local_reply {
             return Plan::proceed();
         }
-        if self.held && w.hold.body_arrived(self.id) {
-            // Rescued by the hold watch: the headers already went upstream unchanged.
-            self.held = false;
+        if self.held {
+            w.state.hold.body_arrived(self.id);
         }
-        if !end_of_stream {
-            return match self.ex.on_partial_body(&cfg, buffered) {
+        if !input.end_of_stream {
+            return match self.ex.on_partial_body(&cfg, input.buffered) {
                 Some(d) => self.reply(Plan::default(), &d, Vec::new()),
                 None => Plan::pause(), // keep buffering
             };
         }
         self.reading_body = false;
-        match self.ex.on_request_body(&cfg, body, self.held) {
+        match self
+            .ex
+            .on_request_body(&cfg, input.body, self.held, input.cluster)
+        {
             BodyAction::Deny(d) => self.reply(Plan::default(), &d, Vec::new()),
             BodyAction::Continue(decision) => {
                 let plan = Plan {
@@ -185,24 +218,53 @@ impl Request {
                     clear_route_cache: decision.clear_route_cache,
                     ..Plan::default()
                 };
-                self.forward(&cfg, w.store, plan, Stage::Body, now_ms)
+                self.forward(&cfg, w, plan, Stage::Body, input.now_ms)
             }
         }
     }
 
-    /// The response headers: status and content type decide how the body is scanned.
+    /// A held request the root's tick refused (408): record it as this filter's refusal.
+    fn check_timed_out(&mut self, w: &mut Worker) {
+        if w.state.hold.take_timed_out(self.id) && !self.local_reply {
+            self.local_reply = true;
+            self.reading_body = false;
+            let ms = self.cfg.as_ref().map_or(0, |c| c.routing.hold_timeout_ms);
+            self.ex.denial = Some(Denial::body_timeout(ms));
+        }
+    }
+
+    /// Whether the host should read the response headers: not for the filter's own reply
+    /// (its status is known; a reply sent by the root's tick is read like any other).
+    pub fn wants_response_headers(&self) -> bool {
+        !self.local_reply
+    }
+
+    /// The response headers: status, content type and encoding decide how the body is
+    /// scanned.
     pub fn on_response_headers(
         &mut self,
-        status: Option<u16>,
-        content_type: Option<&str>,
+        w: &mut Worker,
+        head: &ResponseHead,
         end_of_stream: bool,
         now_ms: u64,
     ) -> Plan {
+        self.check_timed_out(w);
         let mut plan = Plan::default();
         if let Some(cfg) = self.cfg.clone() {
-            self.ex.on_response_headers(status, content_type, &cfg);
+            // The filter's own reply was not read back: its status is the refusal's.
+            let own = ResponseHead {
+                status: head
+                    .status
+                    .or_else(|| self.ex.denial.as_ref().map(|d| d.status)),
+                ..*head
+            };
+            self.ex.on_response_headers(&own, &cfg);
             if !self.local_reply {
                 plan.set_response_headers = self.quota.response_headers().to_vec();
+                if let Some(id) = &self.ex.request_id {
+                    plan.set_response_headers
+                        .push((header::REQUEST_ID, id.clone()));
+                }
             }
         }
         if end_of_stream {
@@ -234,12 +296,15 @@ impl Request {
         Some(LogNeeds {
             request_headers: !self.ex.headers_seen,
             response_code: self.ex.response_status.is_none(),
+            code_details: self.ex.needs_code_details(),
         })
     }
 
     /// The end of the stream: both records, the quota settlement, the metrics.
     pub fn on_log(&mut self, w: &mut Worker, input: &LogInput) -> Plan {
-        w.hold.end(self.id);
+        self.check_timed_out(w);
+        w.state.hold.end(self.id);
+        self.release_slot(w, input.now_ms);
         let Some(cfg) = self.cfg.clone() else {
             return Plan::proceed();
         };
@@ -247,6 +312,7 @@ impl Request {
             return Plan::proceed();
         }
         self.logged = true;
+        self.request_id(w);
         if !self.ex.headers_seen {
             let headers = input.request_headers.unwrap_or(&[]);
             let head = RequestHead::from_headers(headers, None, false).without_headers();
@@ -258,12 +324,14 @@ impl Request {
             status: status.filter(|s| *s != 0),
             cluster: input.cluster,
             upstream_address: input.upstream_address,
+            code_details: input.code_details,
         };
         let (gateway, audit) = self.ex.records(&cfg, &end);
-        let served = self.ex.denial.is_none() && end.cluster.is_some();
-        let settled = self
-            .quota
-            .settle(&self.ex, w.store, end.now_ms, gateway.http_status, served);
+        let billed = self
+            .ex
+            .billable(&cfg, &end)
+            .map_or(0, |(u, _)| u.total_tokens);
+        let settled = self.quota.settle(w.store, billed, end.now_ms);
         Plan {
             filter_state: state_entries(&gateway, &audit, settled, cfg.filter_state),
             metrics: observations(&self.ex.finished(&gateway, input.busy_ns)),
@@ -271,14 +339,19 @@ impl Request {
         }
     }
 
-    /// Identity headers for the upstream; the client's credentials stay at the gateway
-    /// unless `identity.forward_credentials` is set.
-    fn identity_headers(&self, cfg: &Config, plan: &mut Plan) {
-        if let (Some(tenant), Some(id)) = (self.ex.tenant_name(cfg), &self.ex.identity) {
+    /// Headers for the upstream: identity, the gateway's request id, no `Accept-Encoding`
+    /// on body routes (so usage can be read from the response); the client's credentials
+    /// stay at the gateway unless `identity.forward_credentials` is set.
+    fn upstream_headers(&self, cfg: &Config, plan: &mut Plan, id: String, encoding: bool) {
+        if let (Some(tenant), Some(who)) = (self.ex.tenant_name(cfg), &self.ex.identity) {
             plan.set_request_headers
                 .push((header::TENANT, tenant.to_string()));
             plan.set_request_headers
-                .push((header::SUBJECT, id.subject.clone()));
+                .push((header::SUBJECT, who.subject.clone()));
+        }
+        plan.set_request_headers.push((header::REQUEST_ID, id));
+        if encoding && self.ex.api.is_some() {
+            plan.remove_request_headers.push(header::ACCEPT_ENCODING);
         }
         if !cfg.forward_credentials {
             plan.remove_request_headers
@@ -286,22 +359,74 @@ impl Request {
         }
     }
 
-    /// Charge the quota for `stage` and release the request, or refuse it (429, or 503
-    /// when the store failed closed) with `plan`'s request changes dropped.
+    /// Take the tenant's concurrency slot, or say why not.
+    fn take_slot(&mut self, cfg: &Config, w: &mut Worker, now_ms: u64) -> Result<(), Denial> {
+        let Some(t) = self.ex.identity.as_ref().and_then(|i| cfg.tenant(i.tenant)) else {
+            return Ok(());
+        };
+        if !t.limits_concurrency() {
+            return Ok(());
+        }
+        let stream = self.ex.stream == Some(true);
+        let key = inflight::key(&cfg.shared_data_prefix, &t.name);
+        let limits = inflight::Limits {
+            max_in_flight: t.max_in_flight,
+            max_streams: t.max_streams,
+        };
+        match inflight::acquire(w.store, &key, w.state.vm, limits, stream, now_ms) {
+            Ok(Acquire::Taken) => {
+                w.state.took_slot(&key);
+                self.slot = Some((key, stream));
+                Ok(())
+            }
+            Ok(Acquire::Full(full)) => {
+                let limit = match full {
+                    inflight::Full::InFlight => t.max_in_flight,
+                    inflight::Full::Streams => t.max_streams,
+                };
+                Err(Denial::concurrency(full, limit.unwrap_or(0)))
+            }
+            Err(_) => {
+                self.quota.degraded = true;
+                match cfg.quota_failure_mode {
+                    crate::config::FailureMode::Open => Ok(()),
+                    crate::config::FailureMode::Closed => Err(Denial::quota_unavailable()),
+                }
+            }
+        }
+    }
+
+    fn release_slot(&mut self, w: &mut Worker, now_ms: u64) {
+        if let Some((key, stream)) = self.slot.take() {
+            w.state.gave_slot(&key);
+            if inflight::release(w.store, &key, w.state.vm, stream, now_ms).is_err() {
+                log::warn!("concurrency: a slot could not be released; its lease will expire");
+            }
+        }
+    }
+
+    /// Take the concurrency slot, charge the quota for `stage` and release the request, or
+    /// refuse it (429, or 503 when the store failed closed) with `plan`'s request changes
+    /// dropped.
+    #[allow(clippy::result_large_err)] // the `Refusal` closure; see `quota_step::Refusal`
     fn forward(
         &mut self,
         cfg: &Config,
-        store: &dyn SharedStore,
+        w: &mut Worker,
         plan: Plan,
         stage: Stage,
         now_ms: u64,
     ) -> Plan {
-        match self.quota.reserve(cfg, &self.ex, store, now_ms, stage) {
+        let admitted = self.take_slot(cfg, w, now_ms).map_err(|d| (d, Vec::new()));
+        let charged =
+            admitted.and_then(|()| self.quota.reserve(cfg, &self.ex, w.store, now_ms, stage));
+        match charged {
             Ok(()) => {
                 self.ex.on_forwarded(now_ms);
                 plan
             }
             Err((d, headers)) => {
+                self.release_slot(w, now_ms);
                 self.ex.denial = Some(d.clone());
                 // The header-stage changes (anti-spoofing, identity) were made before the
                 // charge; a body-stage decision is dropped with the request.
@@ -326,12 +451,16 @@ impl Request {
             self.ex.denial = Some(d.clone());
         }
         let mut headers = vec![("content-type", "application/json".to_string())];
+        if let Some(id) = &self.ex.request_id {
+            headers.push((header::REQUEST_ID, id.clone()));
+        }
         if d.status == 401 {
             headers.push((
                 header::WWW_AUTHENTICATE,
                 "Bearer realm=\"ai-gateway\"".to_string(),
             ));
         }
+        headers.extend(d.headers.iter().cloned());
         headers.extend(extra);
         plan.local_reply = Some(LocalReply {
             status: d.status,

@@ -136,14 +136,16 @@ pub fn observations(f: &Finished) -> Vec<Observation> {
     out
 }
 
-/// The refusal counters: quota rejections by bucket kind, auth denials by reason.
+/// The refusal counters: quota rejections by bucket kind (`requests`, `tokens`, and the
+/// concurrency limits `in_flight`, `streams`), auth denials by reason.
 fn denial_counter(reason: &'static str, tenant: &str) -> Option<Observation> {
     match reason {
-        "quota_requests" | "quota_tokens" => {
-            let kind = if reason == "quota_requests" {
-                "requests"
-            } else {
-                "tokens"
+        "quota_requests" | "quota_tokens" | "concurrency_in_flight" | "concurrency_streams" => {
+            let kind = match reason {
+                "quota_requests" => "requests",
+                "quota_tokens" => "tokens",
+                "concurrency_in_flight" => "in_flight",
+                _ => "streams",
             };
             Some(counter(
                 metric::QUOTA_REJECTIONS_TOTAL,

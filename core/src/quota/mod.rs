@@ -15,6 +15,7 @@
 pub mod bucket;
 pub mod config;
 pub mod headers;
+pub mod inflight;
 pub mod reserve;
 pub mod store;
 

@@ -114,6 +114,7 @@ pub fn gateway(g: &GatewayRecord) -> String {
     let mut o = Object::with_capacity(640);
     o.str("timestamp", &g.timestamp);
     o.opt_str("request_id", g.request_id.as_deref());
+    o.opt_str("client_request_id", g.client_request_id.as_deref());
     o.opt_str("tenant", g.tenant.as_deref());
     o.opt_str("hostname", g.hostname.as_deref());
     o.opt_str("route", g.route.as_deref());
@@ -147,6 +148,7 @@ pub fn audit(a: &AuditRecord) -> String {
     o.opt_str("model_route", a.model_route.as_deref());
     o.str("decision", a.decision);
     o.opt_str("request_id", a.request_id.as_deref());
+    o.opt_str("client_request_id", a.client_request_id.as_deref());
     o.bool("sensitive_payload_logged", a.sensitive_payload_logged);
     if let Some(r) = a.reason {
         o.str("reason", r);

@@ -16,7 +16,11 @@ use crate::contract::state;
 #[derive(Serialize, Debug, Clone, Default, PartialEq)]
 pub struct GatewayRecord {
     pub timestamp: String,
+    /// The gateway's own id, unique per request (also the response's `x-request-id`).
     pub request_id: Option<String>,
+    /// The `x-request-id` the request arrived with (the client's, or Envoy's when the
+    /// client sent none), sanitized: for correlation only, never unique.
+    pub client_request_id: Option<String>,
     pub tenant: Option<String>,
     pub hostname: Option<String>,
     /// The configured route prefix that matched, never the raw path.
@@ -58,6 +62,7 @@ pub struct AuditRecord {
     pub model_route: Option<String>,
     pub decision: &'static str,
     pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
     /// Always false: the filter never logs prompts or responses.
     pub sensitive_payload_logged: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +96,7 @@ pub fn state_entries(
     let s = |v: &Option<String>| v.clone();
     let n = |v: Option<u64>| v.map(|x| x.to_string());
     opt(state::REQUEST_ID, s(&g.request_id));
+    opt(state::CLIENT_REQUEST_ID, s(&g.client_request_id));
     opt(state::SUBJECT, s(&a.subject));
     opt(state::HOSTNAME, s(&g.hostname));
     opt(state::ROUTE, s(&g.route));

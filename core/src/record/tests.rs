@@ -29,6 +29,7 @@ fn audit_record_fields() {
         "model_route",
         "decision",
         "request_id",
+        "client_request_id",
         "sensitive_payload_logged",
         "reason",
     ] {

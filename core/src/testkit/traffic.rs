@@ -4,8 +4,8 @@
 
 use crate::config::digest::sha256;
 use crate::config::Config;
-use crate::lifecycle::hold::HoldWatch;
-use crate::lifecycle::{LogInput, Plan, Request, RequestHeaders, Worker};
+use crate::lifecycle::exchange::ResponseHead;
+use crate::lifecycle::{LogInput, Plan, Request, RequestBody, RequestHeaders, Worker, WorkerState};
 use crate::quota::SharedStore;
 
 /// `filters/demo.json`, the configuration the demo and the benchmarks run.
@@ -128,10 +128,10 @@ pub fn drive(
     body: Option<&[u8]>,
     upstream: Upstream,
 ) -> Plans {
-    let mut hold = HoldWatch::default();
+    let mut state = WorkerState::new((0x5eed, 0x1d));
     let mut w = Worker {
         store,
-        hold: &mut hold,
+        state: &mut state,
     };
     let mut req = Request::new(1, Some(cfg), NOW_MS);
     let mut plans = Plans::default();
@@ -145,7 +145,14 @@ pub fn drive(
     let mut reply = plans.request_headers.local_reply.clone();
     if let (Some(b), None) = (body, &reply) {
         let offered: &[u8] = if req.wants_request_body(true) { b } else { &[] };
-        let p = req.on_request_body(&mut w, b.len(), true, offered, NOW_MS + 1);
+        let input = RequestBody {
+            buffered: b.len(),
+            end_of_stream: true,
+            body: offered,
+            cluster: None,
+            now_ms: NOW_MS + 1,
+        };
+        let p = req.on_request_body(&mut w, &input);
         reply = p.local_reply.clone();
         plans.request_body = Some(p);
     }
@@ -160,12 +167,14 @@ pub fn drive(
     let status = answers.as_ref().map(|(status, _, _)| *status);
     if let Some((status, content_type, chunks)) = answers {
         let last = chunks.len().saturating_sub(1);
-        plans.response.push(req.on_response_headers(
-            Some(status),
-            Some(content_type),
-            chunks.is_empty(),
-            NOW_MS + 2,
-        ));
+        let head = ResponseHead {
+            status: Some(status),
+            content_type: Some(content_type),
+            content_encoding: None,
+        };
+        plans
+            .response
+            .push(req.on_response_headers(&mut w, &head, chunks.is_empty(), NOW_MS + 2));
         for (i, c) in chunks.iter().enumerate() {
             let offered: &[u8] = if req.wants_response_body() { c } else { &[] };
             plans
@@ -182,6 +191,7 @@ pub fn drive(
         upstream_address: Some("127.0.0.1:18001"),
         request_headers: Some(headers),
         busy_ns: 1_000,
+        code_details: status.map(|_| "via_upstream"),
     };
     plans.log = req.on_log(&mut w, &log);
     plans

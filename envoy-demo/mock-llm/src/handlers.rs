@@ -22,10 +22,10 @@ use crate::usage::{self, CompletionPlan};
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Echoed request-header prefixes: what the gateway let through to the backend.
-const ECHO_PREFIXES: [&str; 3] = ["x-ai-", "x-gateway-", "x-envoy-"];
-/// Credential headers are echoed as `["present"]` only (never their values), so tests can
-/// check whether the gateway passed client credentials on.
-const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
+const ECHO_PREFIXES: [&str; 4] = ["x-ai-", "x-gateway-", "x-envoy-", "x-request-id"];
+/// Credential headers (and a JWT payload) are echoed as `["present"]` only (never their
+/// values), so tests can check whether the gateway passed them on.
+const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "x-api-key", "api-key", "x-jwt-payload"];
 
 static X_BACKEND: HeaderName = HeaderName::from_static("x-backend");
 static X_RECEIVED: HeaderName = HeaderName::from_static("x-mock-received");
@@ -412,8 +412,56 @@ async fn completion(
             resp.headers_mut().insert(CONTENT_TYPE, JSON);
             resp
         }
-        None => simple(StatusCode::OK, JSON, Bytes::from(json)),
+        None => maybe_compressed(headers, Bytes::from(json)),
     }
+}
+
+/// A 200 JSON body, gzip-compressed as `x-mock-compress` asks: `if-accepted` when the
+/// request's `Accept-Encoding` allows gzip (a well-behaved backend), `always` regardless
+/// (one that ignores it). `x-mock-accept-encoding` echoes what the backend was offered.
+fn maybe_compressed(headers: &HeaderMap, json: Bytes) -> Response<MockBody> {
+    let offered = headers
+        .get(hyper::header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mode = headers
+        .get("x-mock-compress")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let gzip = match mode {
+        "always" => true,
+        "if-accepted" => offered.to_ascii_lowercase().contains("gzip"),
+        _ => false,
+    };
+    let body = if gzip { gzip_bytes(&json) } else { None };
+    let mut resp = match &body {
+        Some(b) => simple(StatusCode::OK, JSON, b.clone()),
+        None => simple(StatusCode::OK, JSON, json),
+    };
+    let h = resp.headers_mut();
+    if body.is_some() {
+        h.insert(
+            hyper::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
+    let echo = if offered.is_empty() {
+        "none"
+    } else {
+        offered.as_str()
+    };
+    if let Ok(v) = HeaderValue::from_str(echo) {
+        h.insert("x-mock-accept-encoding", v);
+    }
+    resp
+}
+
+fn gzip_bytes(data: &[u8]) -> Option<Bytes> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).ok()?;
+    enc.finish().ok().map(Bytes::from)
 }
 
 fn embeddings(state: &State, headers: &HeaderMap, v: &Value) -> Response<MockBody> {

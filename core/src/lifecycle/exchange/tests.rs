@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config::digest::sha256;
+use crate::lifecycle::exchange::ResponseHead;
 
 const KEY_A: &str = "sk-tenant-a-unit";
 const KEY_B: &str = "sk-tenant-b-unit";
@@ -116,10 +117,12 @@ fn on_headers(cfg: &Config, ex: &mut Exchange, r: &Req) -> HeadersAction {
         authority: r.host,
         path: r.path,
         method: r.method,
-        request_id: Some("req-unit-1"),
+        request_id: None,
         peer_uri_san: None,
         has_body: r.has_body,
     };
+    // The id the lifecycle chooses before the headers are looked at.
+    ex.request_id = Some("req-unit-1".to_string());
     ex.on_request_headers(cfg, &head)
 }
 
@@ -131,7 +134,11 @@ fn send(cfg: &Config, r: &Req, body: &[u8]) -> (Exchange, BodyAction) {
         matches!(action, HeadersAction::ReadBody { hold: true }),
         "{action:?}"
     );
-    let out = ex.on_request_body(cfg, body, true);
+    let out = ex.on_request_body(cfg, body, true, None);
+    if matches!(out, BodyAction::Continue(_)) {
+        // Admitted: the lifecycle releases it upstream.
+        ex.on_forwarded(1_000);
+    }
     (ex, out)
 }
 
@@ -192,7 +199,7 @@ fn headers_decide_whether_and_how_the_body_is_read() {
     assert_eq!(ex.hostname.as_deref(), Some(HOST_A));
     assert_eq!(ex.request_id.as_deref(), Some("req-unit-1"));
 
-    // Body-less API and non-POST methods are forwarded without reading a body.
+    // A body-less API route serves any method without reading a body.
     let mut ex = Exchange::new(0);
     let get = Req {
         method: "GET",
@@ -200,13 +207,30 @@ fn headers_decide_whether_and_how_the_body_is_read() {
         ..Req::post("/v1/models")
     };
     assert_eq!(on_headers(&c, &mut ex, &get), HeadersAction::Continue);
+    // A body route serves POST only (by default).
     let mut ex = Exchange::new(0);
     let get_chat = Req {
         method: "GET",
         has_body: false,
         ..Req::post("/v1/chat/completions")
     };
-    assert_eq!(on_headers(&c, &mut ex, &get_chat), HeadersAction::Continue);
+    let HeadersAction::Deny(d) = on_headers(&c, &mut ex, &get_chat) else {
+        panic!("expected 405")
+    };
+    assert_eq!((d.status, d.reason), (405, "method_not_allowed"));
+    // Configured methods are served; one carrying a body has it read, one without not.
+    let c3 = cfg_with(|s| s["routes"][0]["methods"] = json!(["post", "GET", "DELETE"]));
+    let mut ex = Exchange::new(0);
+    assert_eq!(on_headers(&c3, &mut ex, &get_chat), HeadersAction::Continue);
+    let delete_with_body = Req {
+        method: "DELETE",
+        ..Req::post("/v1/chat/completions")
+    };
+    let mut ex = Exchange::new(0);
+    assert_eq!(
+        on_headers(&c3, &mut ex, &delete_with_body),
+        HeadersAction::ReadBody { hold: true }
+    );
 
     // Without header hold the body is still read and enforced, but headers go on.
     let c2 = cfg_with(|s| s["routing"] = json!({ "hold_headers_for_body": false }));
@@ -273,7 +297,7 @@ fn chunked_body_is_refused_as_soon_as_it_crosses_the_limit() {
     let mut ex = Exchange::new(0);
     on_headers(&c, &mut ex, &Req::post("/v1/chat/completions"));
     let big = vec![b' '; 2000];
-    assert_eq!(denial(ex.on_request_body(&c, &big, true)).status, 413);
+    assert_eq!(denial(ex.on_request_body(&c, &big, true, None)).status, 413);
 }
 
 #[test]
@@ -372,7 +396,7 @@ fn body_less_api_route_reads_nothing() {
     on_headers(&c, &mut ex, &r);
     // Even if a host hands a body over, a `none` route makes no decision from it.
     assert_eq!(
-        ex.on_request_body(&c, b"not json", true),
+        ex.on_request_body(&c, b"not json", true, None),
         BodyAction::Continue(BodyDecision::default())
     );
     assert_eq!(ex.model, None);
@@ -385,7 +409,7 @@ fn without_header_hold_the_body_is_still_enforced_but_no_header_is_set() {
     let action = on_headers(&c, &mut ex, &Req::post("/v1/chat/completions"));
     assert_eq!(action, HeadersAction::ReadBody { hold: false });
     let body = chat("llama3-8b", json!({"stream": true})).to_string();
-    let d = decision(ex.on_request_body(&c, body.as_bytes(), false));
+    let d = decision(ex.on_request_body(&c, body.as_bytes(), false, None));
     assert_eq!(d, BodyDecision::default());
     assert_eq!(ex.traffic_class, Some(TrafficClass::Streaming));
 
@@ -393,7 +417,7 @@ fn without_header_hold_the_body_is_still_enforced_but_no_header_is_set() {
     let mut ex = Exchange::new(0);
     on_headers(&c, &mut ex, &Req::post("/v1/chat/completions"));
     let body = chat("gpt-4o", json!({})).to_string();
-    let d = denial(ex.on_request_body(&c, body.as_bytes(), false));
+    let d = denial(ex.on_request_body(&c, body.as_bytes(), false, None));
     assert_eq!(d.reason, "model_forbidden");
 }
 
@@ -501,7 +525,14 @@ fn without_a_model_table_any_model_passes() {
     assert_eq!(header(&d, header::MODEL), Some("any-model"));
     assert!(!ex.known_model);
     // No price: no cost, but tokens are still recorded.
-    ex.on_response_headers(Some(200), Some("application/json"), &c);
+    ex.on_response_headers(
+        &ResponseHead {
+            status: Some(200),
+            content_type: Some("application/json"),
+            content_encoding: None,
+        },
+        &c,
+    );
     ex.on_response_chunk(
         br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
         true,
@@ -707,7 +738,14 @@ fn stream_exchange(c: &Config, pieces: &[(&[u8], u64)]) -> Exchange {
     );
     decision(out);
     ex.on_forwarded(1_002);
-    ex.on_response_headers(Some(200), Some("text/event-stream; charset=utf-8"), c);
+    ex.on_response_headers(
+        &ResponseHead {
+            status: Some(200),
+            content_type: Some("text/event-stream; charset=utf-8"),
+            content_encoding: None,
+        },
+        c,
+    );
     let last = pieces.len().saturating_sub(1);
     for (i, (chunk, at)) in pieces.iter().enumerate() {
         ex.on_response_chunk(chunk, i == last, *at);
@@ -781,7 +819,14 @@ fn json_usage_is_extracted_across_chunks() {
     for cut in 0..=body.len() {
         let (mut ex, out) = send_json(&c, "/v1/chat/completions", &chat("llama3-8b", json!({})));
         decision(out);
-        ex.on_response_headers(Some(200), Some("application/json"), &c);
+        ex.on_response_headers(
+            &ResponseHead {
+                status: Some(200),
+                content_type: Some("application/json"),
+                content_encoding: None,
+            },
+            &c,
+        );
         let (a, b) = body.split_at(cut);
         ex.on_response_chunk(a, false, 1_010);
         ex.on_response_chunk(b, true, 1_020);
@@ -802,7 +847,14 @@ fn json_without_usage_is_estimated_from_the_prompt() {
     let c = cfg();
     let (mut ex, out) = send_json(&c, "/v1/chat/completions", &chat("llama3-8b", json!({})));
     decision(out);
-    ex.on_response_headers(Some(200), Some("application/json"), &c);
+    ex.on_response_headers(
+        &ResponseHead {
+            status: Some(200),
+            content_type: Some("application/json"),
+            content_encoding: None,
+        },
+        &c,
+    );
     ex.on_response_chunk(br#"{"choices":[]}"#, true, 1_010);
     let (u, estimated) = ex.usage().unwrap();
     assert!(estimated);
@@ -817,7 +869,14 @@ fn an_upstream_error_without_usage_has_no_tokens() {
         decision(out);
         ex.on_forwarded(1_005);
         ex.on_forwarded(1_002);
-        ex.on_response_headers(Some(status), Some("application/json"), &c);
+        ex.on_response_headers(
+            &ResponseHead {
+                status: Some(status),
+                content_type: Some("application/json"),
+                content_encoding: None,
+            },
+            &c,
+        );
         ex.on_response_chunk(br#"{"error":{"message":"x"}}"#, true, 1_010);
         assert_eq!(ex.usage(), None, "{status}");
         let (rec, audit) = ex.records(
@@ -853,7 +912,14 @@ fn a_broken_stream_is_estimated_and_marked_incomplete() {
         &chat("llama3-8b", json!({"stream": true})),
     );
     decision(out);
-    ex.on_response_headers(Some(200), Some("text/event-stream"), &c);
+    ex.on_response_headers(
+        &ResponseHead {
+            status: Some(200),
+            content_type: Some("text/event-stream"),
+            content_encoding: None,
+        },
+        &c,
+    );
     ex.on_response_chunk(body.get(..cut).unwrap(), false, 1_010);
     // The upstream resets: no end of stream is ever seen.
     assert_eq!(ex.stream_complete(), Some(false));
@@ -874,6 +940,7 @@ fn served_end(now_ms: u64) -> End<'static> {
         status: Some(200),
         cluster: Some("chat-llama3-8b-v1"),
         upstream_address: Some("127.0.0.1:18001"),
+        code_details: Some("via_upstream"),
     }
 }
 
@@ -961,6 +1028,7 @@ fn record_of_a_denied_request_has_nulls_for_the_unknown() {
         status: Some(401),
         cluster: Some("chat-llama3-8b-v1"),
         upstream_address: None,
+        code_details: Some("via_upstream"),
     };
     let (rec, audit) = ex.records(&c, &end);
     let v = as_json(&rec);
@@ -1027,13 +1095,21 @@ fn record_of_a_request_that_never_reached_a_backend() {
     decision(out);
     ex.on_forwarded(1_001);
     // Envoy's own 503 (no healthy upstream): no cluster address, no usage.
-    ex.on_response_headers(Some(503), Some("text/plain"), &c);
+    ex.on_response_headers(
+        &ResponseHead {
+            status: Some(503),
+            content_type: Some("text/plain"),
+            content_encoding: None,
+        },
+        &c,
+    );
     ex.on_response_chunk(b"no healthy upstream", true, 1_002);
     let end = End {
         now_ms: 1_003,
         status: Some(503),
         cluster: Some("chat-llama3-8b-v1"),
         upstream_address: None,
+        code_details: Some("via_upstream"),
     };
     let (rec, _) = ex.records(&c, &end);
     assert_eq!(rec.http_status, Some(503));
@@ -1176,7 +1252,14 @@ fn no_prompt_text_reaches_the_records() {
         {"role":"user","content":[{"type":"text","text":canary}]}]});
     let (mut ex, out) = send_json(&c, "/v1/chat/completions", &body);
     decision(out);
-    ex.on_response_headers(Some(200), Some("text/event-stream"), &c);
+    ex.on_response_headers(
+        &ResponseHead {
+            status: Some(200),
+            content_type: Some("text/event-stream"),
+            content_encoding: None,
+        },
+        &c,
+    );
     ex.on_response_chunk(&sse_body(true), true, 1_010);
     let (rec, audit) = ex.records(&c, &served_end(1_020));
     let all = format!(
@@ -1186,4 +1269,165 @@ fn no_prompt_text_reaches_the_records() {
         crate::metrics::observations(&ex.finished(&rec, 1_000))
     );
     assert!(!all.contains("CANARY"));
+}
+
+fn end_with(status: Option<u16>, details: Option<&'static str>) -> End<'static> {
+    End {
+        status,
+        code_details: details,
+        ..served_end(1_020)
+    }
+}
+
+fn billed(
+    ex: &Exchange,
+    c: &Config,
+    status: Option<u16>,
+    details: Option<&'static str>,
+) -> Option<u64> {
+    ex.billable(c, &end_with(status, details))
+        .map(|(u, _)| u.total_tokens)
+}
+
+#[test]
+fn billing_once_forwarded_follows_who_ended_the_request() {
+    let c = cfg();
+    let (mut ex, out) = send_json(
+        &c,
+        "/v1/chat/completions",
+        &chat("llama3-8b", json!({"max_tokens": 50})),
+    );
+    decision(out);
+    let prompt = ex.estimated_prompt_tokens.unwrap();
+    // The client went away before any response: the prompt estimate.
+    assert_eq!(billed(&ex, &c, None, None), Some(prompt));
+    assert!(ex.needs_code_details());
+    // Envoy's own upstream timeout or reset: the backend may have worked.
+    assert_eq!(
+        billed(&ex, &c, Some(504), Some("upstream_response_timeout")),
+        Some(prompt)
+    );
+    assert_eq!(
+        billed(
+            &ex,
+            &c,
+            Some(503),
+            Some("upstream_reset_after_response_started{remote_reset}")
+        ),
+        Some(prompt)
+    );
+    // The backend answered an error itself, or none was ever reached: nothing.
+    assert_eq!(billed(&ex, &c, Some(500), Some("via_upstream")), None);
+    assert_eq!(
+        billed(&ex, &c, Some(503), Some("no_healthy_upstream")),
+        None
+    );
+    assert_eq!(
+        billed(
+            &ex,
+            &c,
+            Some(503),
+            Some("upstream_reset_before_response_started{remote_connection_failure}")
+        ),
+        None
+    );
+    // Reported usage always wins.
+    ex.on_response_headers(
+        &ResponseHead {
+            status: Some(200),
+            content_type: Some("application/json"),
+            content_encoding: None,
+        },
+        &c,
+    );
+    ex.on_response_chunk(
+        br#"{"usage":{"prompt_tokens":7,"completion_tokens":2}}"#,
+        true,
+        1_010,
+    );
+    assert!(!ex.needs_code_details());
+    assert_eq!(billed(&ex, &c, Some(200), None), Some(9));
+}
+
+#[test]
+fn a_refused_or_unforwarded_request_is_billed_nothing() {
+    let c = cfg();
+    let (ex, out) = send_json(&c, "/v1/chat/completions", &chat("not-a-model", json!({})));
+    denial(out);
+    assert_eq!(billed(&ex, &c, None, None), None);
+    assert!(!ex.needs_code_details());
+}
+
+#[test]
+fn a_compressed_response_is_charged_the_reservation_bound() {
+    let c = cfg();
+    let (mut ex, out) = send_json(
+        &c,
+        "/v1/chat/completions",
+        &chat("llama3-8b", json!({"max_tokens": 50})),
+    );
+    decision(out);
+    let prompt = ex.estimated_prompt_tokens.unwrap();
+    ex.on_response_headers(
+        &ResponseHead {
+            status: Some(200),
+            content_type: Some("application/json"),
+            content_encoding: Some("gzip"),
+        },
+        &c,
+    );
+    assert!(
+        !ex.observes_response_body(),
+        "compressed bytes are not scanned"
+    );
+    let (u, estimated) = ex.billable(&c, &end_with(Some(200), None)).unwrap();
+    assert!(estimated);
+    assert_eq!((u.prompt_tokens, u.completion_tokens), (prompt, 50));
+    // `identity` is no encoding.
+    let (mut ex, _) = send_json(&c, "/v1/chat/completions", &chat("llama3-8b", json!({})));
+    ex.on_response_headers(
+        &ResponseHead {
+            status: Some(200),
+            content_type: Some("application/json"),
+            content_encoding: Some("identity"),
+        },
+        &c,
+    );
+    assert!(ex.observes_response_body());
+}
+
+#[test]
+fn a_model_pinned_to_clusters_is_refused_on_another_backend_when_routed_by_path() {
+    let c = cfg_with(|s| {
+        s["models"][0]["clusters"] = json!(["chat-llama3-8b-v1"]);
+        s["routing"] = json!({ "hold_headers_for_body": false });
+    });
+    assert!(c.pinned_clusters);
+    let body = chat("llama3-8b", json!({})).to_string();
+    for (cluster, ok) in [
+        (Some("chat-llama3-8b-v1"), true),
+        (Some("embeddings-bge-v1"), false),
+        (None, false),
+    ] {
+        let mut ex = Exchange::new(1_000);
+        assert_eq!(
+            on_headers(&c, &mut ex, &Req::post("/v1/chat/completions")),
+            HeadersAction::ReadBody { hold: false }
+        );
+        match ex.on_request_body(&c, body.as_bytes(), false, cluster) {
+            BodyAction::Continue(_) => assert!(ok, "{cluster:?}"),
+            BodyAction::Deny(d) => {
+                assert!(!ok, "{cluster:?}");
+                assert_eq!((d.status, d.reason), (400, "model_not_on_route"));
+            }
+        }
+    }
+    // A model without clusters goes anywhere.
+    let body = chat("bge-small", json!({})).to_string();
+    let mut ex = Exchange::new(1_000);
+    on_headers(&c, &mut ex, &Req::post("/v1/chat/completions"));
+    assert!(matches!(
+        ex.on_request_body(&c, body.as_bytes(), false, Some("x")),
+        BodyAction::Continue(_)
+    ));
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::result_large_err)] // test helpers return the refusal as the core does
 //! The quota step of a request, driven through the real `Exchange` (headers, body,
 //! response) against the in-memory shared-data store with Envoy's semantics.
 
@@ -9,6 +10,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::config::Config;
 use crate::lifecycle::exchange::{BodyAction, HeadersAction, RequestHead};
+use crate::lifecycle::exchange::{End, ResponseHead};
 use crate::quota::bucket::BucketState;
 use crate::quota::{bucket_key, BucketKind};
 use crate::testkit::stores::{BrokenStore, MemStore};
@@ -105,7 +107,7 @@ fn request_as(
         }
         HeadersAction::ReadBody { .. } => {
             let body = body.expect("body").to_string();
-            match ex.on_request_body(cfg, body.as_bytes(), true) {
+            match ex.on_request_body(cfg, body.as_bytes(), true, None) {
                 BodyAction::Continue(_) => (ex, Stage::Body),
                 BodyAction::Deny(d) => panic!("denied at body: {d:?}"),
             }
@@ -149,7 +151,14 @@ fn reserve(
 }
 
 fn respond_json(cfg: &Config, ex: &mut Exchange, status: u16, body: &Value) {
-    ex.on_response_headers(Some(status), Some("application/json"), cfg);
+    ex.on_response_headers(
+        &ResponseHead {
+            status: Some(status),
+            content_type: Some("application/json"),
+            content_encoding: None,
+        },
+        cfg,
+    );
     ex.on_response_chunk(body.to_string().as_bytes(), true, 5);
 }
 
@@ -228,7 +237,7 @@ fn embeddings_reserve_no_completion() {
 fn bodyless_route_reserves_at_headers_one_request_no_tokens() {
     let cfg = config(limited());
     let store = MemStore::new();
-    let (ex, stage) = request(&cfg, "/v1/models", None);
+    let (mut ex, stage) = request(&cfg, "/v1/models", None);
     assert_eq!(stage, Stage::Headers);
     let mut q = QuotaState::default();
     reserve(&mut q, &cfg, &ex, &store, stage).unwrap();
@@ -240,7 +249,10 @@ fn bodyless_route_reserves_at_headers_one_request_no_tokens() {
     assert_eq!(header(h, "x-ratelimit-remaining-tokens"), Some("1000"));
     // Nothing to settle: no usage, nothing reserved.
     let trips = q.round_trips;
-    assert_eq!(q.settle(&ex, &store, 2_000, Some(200), true), 0);
+    assert_eq!(
+        settle_as(&mut q, &cfg, &mut ex, &store, 2_000, Some(200), true),
+        0
+    );
     assert_eq!(q.round_trips, trips);
 }
 
@@ -412,7 +424,7 @@ fn request_bucket_refusal_is_a_429_with_retry_after() {
     // 60/min: one request per second.
     let cfg = config(json!({"requests_per_minute": 60, "request_burst": 2}));
     let store = MemStore::new();
-    let (ex, stage) = request(&cfg, "/v1/models", None);
+    let (mut ex, stage) = request(&cfg, "/v1/models", None);
     for _ in 0..2 {
         QuotaState::default()
             .reserve(&cfg, &ex, &store, 1_000, stage)
@@ -438,7 +450,10 @@ fn request_bucket_refusal_is_a_429_with_retry_after() {
     assert_eq!(header(&h, "x-ratelimit-limit-requests"), Some("2"));
     // A refused request holds no reservation: settling it touches nothing.
     let trips = store.trips();
-    assert_eq!(q.settle(&ex, &store, 2_000, Some(429), false), 0);
+    assert_eq!(
+        settle_as(&mut q, &cfg, &mut ex, &store, 2_000, Some(429), false),
+        0
+    );
     assert_eq!(store.trips(), trips);
 }
 
@@ -514,7 +529,10 @@ fn settle_charges_real_usage() {
     let (mut ex, mut q) = reserved_chat(&cfg, &store, chat(json!({"max_tokens": 96})));
     assert_eq!(level(&store, BucketKind::Tokens), Some(900));
     respond_json(&cfg, &mut ex, 200, &usage_body(3, 37));
-    assert_eq!(q.settle(&ex, &store, 1_000, Some(200), true), 40);
+    assert_eq!(
+        settle_as(&mut q, &cfg, &mut ex, &store, 1_000, Some(200), true),
+        40
+    );
     // 60 of the 100 reserved came back.
     assert_eq!(level(&store, BucketKind::Tokens), Some(960));
     // Requests are never refunded: the request happened.
@@ -527,7 +545,10 @@ fn settle_under_reservation_leaves_debt_that_later_requests_wait_out() {
     let store = MemStore::new();
     let (mut ex, mut q) = reserved_chat(&cfg, &store, chat(json!({"max_tokens": 16})));
     respond_json(&cfg, &mut ex, 200, &usage_body(100, 150));
-    assert_eq!(q.settle(&ex, &store, 1_000, Some(200), true), 250);
+    assert_eq!(
+        settle_as(&mut q, &cfg, &mut ex, &store, 1_000, Some(200), true),
+        250
+    );
     assert_eq!(level(&store, BucketKind::Tokens), Some(-150));
     let (d, h) = try_one(
         &cfg,
@@ -550,7 +571,10 @@ fn failed_upstream_refunds_everything() {
     let (mut ex, mut q) = reserved_chat(&cfg, &store, chat(json!({"max_tokens": 96})));
     let err = json!({"error": {"message": "down", "type": "server_error", "code": "backend_unavailable"}});
     respond_json(&cfg, &mut ex, 503, &err);
-    assert_eq!(q.settle(&ex, &store, 1_000, Some(503), true), 0);
+    assert_eq!(
+        settle_as(&mut q, &cfg, &mut ex, &store, 1_000, Some(503), true),
+        0
+    );
     assert_eq!(level(&store, BucketKind::Tokens), Some(1000));
 }
 
@@ -563,7 +587,10 @@ fn upstream_client_error_without_usage_refunds_everything() {
         let (mut ex, mut q) = reserved_chat(&cfg, &store, chat(json!({"max_tokens": 96})));
         let err = json!({"error": {"message": "no", "type": "invalid_request_error", "code": "x"}});
         respond_json(&cfg, &mut ex, status, &err);
-        assert_eq!(q.settle(&ex, &store, 1_000, Some(status), true), 0);
+        assert_eq!(
+            settle_as(&mut q, &cfg, &mut ex, &store, 1_000, Some(status), true),
+            0
+        );
         assert_eq!(level(&store, BucketKind::Tokens), Some(1000));
     }
 }
@@ -572,9 +599,12 @@ fn upstream_client_error_without_usage_refunds_everything() {
 fn upstream_never_reached_refunds_everything() {
     let cfg = config(limited());
     let store = MemStore::new();
-    let (ex, mut q) = reserved_chat(&cfg, &store, chat(json!({"max_tokens": 96})));
+    let (mut ex, mut q) = reserved_chat(&cfg, &store, chat(json!({"max_tokens": 96})));
     // No cluster / no response (e.g. connect failure or no route): not served.
-    assert_eq!(q.settle(&ex, &store, 1_000, None, false), 0);
+    assert_eq!(
+        settle_as(&mut q, &cfg, &mut ex, &store, 1_000, None, false),
+        0
+    );
     assert_eq!(level(&store, BucketKind::Tokens), Some(1000));
 }
 
@@ -595,12 +625,19 @@ fn client_abort_mid_stream_charges_the_estimated_usage() {
         &store,
         chat(json!({"max_tokens": 96, "stream": true})),
     );
-    ex.on_response_headers(Some(200), Some("text/event-stream"), &cfg);
+    ex.on_response_headers(
+        &ResponseHead {
+            status: Some(200),
+            content_type: Some("text/event-stream"),
+            content_encoding: None,
+        },
+        &cfg,
+    );
     // 8 characters of content streamed (estimate ceil(8/4) = 2), then the client left.
     ex.on_response_chunk(sse_event("abcd").as_bytes(), false, 3);
     ex.on_response_chunk(sse_event("efgh").as_bytes(), false, 4);
     assert_eq!(
-        q.settle(&ex, &store, 1_000, Some(200), true),
+        settle_as(&mut q, &cfg, &mut ex, &store, 1_000, Some(200), true),
         PROMPT_EST + 2
     );
     assert_eq!(level(&store, BucketKind::Tokens), Some(1000 - 6));
@@ -615,7 +652,14 @@ fn stream_settles_on_the_final_usage_chunk() {
         &store,
         chat(json!({"max_tokens": 96, "stream": true})),
     );
-    ex.on_response_headers(Some(200), Some("text/event-stream"), &cfg);
+    ex.on_response_headers(
+        &ResponseHead {
+            status: Some(200),
+            content_type: Some("text/event-stream"),
+            content_encoding: None,
+        },
+        &cfg,
+    );
     ex.on_response_chunk(sse_event("abcd").as_bytes(), false, 3);
     let usage = json!({"object": "chat.completion.chunk", "choices": [],
                        "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}});
@@ -624,7 +668,10 @@ fn stream_settles_on_the_final_usage_chunk() {
         true,
         5,
     );
-    assert_eq!(q.settle(&ex, &store, 1_000, Some(200), true), 3);
+    assert_eq!(
+        settle_as(&mut q, &cfg, &mut ex, &store, 1_000, Some(200), true),
+        3
+    );
     assert_eq!(level(&store, BucketKind::Tokens), Some(997));
 }
 
@@ -634,10 +681,16 @@ fn settle_runs_once() {
     let store = MemStore::new();
     let (mut ex, mut q) = reserved_chat(&cfg, &store, chat(json!({"max_tokens": 96})));
     respond_json(&cfg, &mut ex, 200, &usage_body(3, 37));
-    assert_eq!(q.settle(&ex, &store, 1_000, Some(200), true), 40);
+    assert_eq!(
+        settle_as(&mut q, &cfg, &mut ex, &store, 1_000, Some(200), true),
+        40
+    );
     let trips = store.trips();
     // A second settle reports the same count but changes nothing.
-    assert_eq!(q.settle(&ex, &store, 1_000, Some(200), true), 40);
+    assert_eq!(
+        settle_as(&mut q, &cfg, &mut ex, &store, 1_000, Some(200), true),
+        40
+    );
     assert_eq!(store.trips(), trips);
     assert_eq!(level(&store, BucketKind::Tokens), Some(960));
 }
@@ -657,7 +710,10 @@ fn tokens_total_counts_for_unlimited_tenants_too() {
     let mut q = QuotaState::default();
     reserve(&mut q, &cfg, &ex, &store, stage).unwrap();
     respond_json(&cfg, &mut ex, 200, &usage_body(5, 16));
-    assert_eq!(q.settle(&ex, &store, 1_000, Some(200), true), 21);
+    assert_eq!(
+        settle_as(&mut q, &cfg, &mut ex, &store, 1_000, Some(200), true),
+        21
+    );
     assert_eq!(store.trips(), 0);
 }
 
@@ -758,20 +814,20 @@ fn round_trips_per_request() {
     let (mut ex, mut q) = reserved_chat(&cfg, &store, body());
     assert_eq!(q.round_trips, 8);
     respond_json(&cfg, &mut ex, 200, &usage_body(3, 37));
-    q.settle(&ex, &store, 1_000, Some(200), true);
+    settle_as(&mut q, &cfg, &mut ex, &store, 1_000, Some(200), true);
     assert_eq!(q.round_trips, 10);
 
     // Steady state: 4 to reserve, 2 to settle.
     let (mut ex, mut q) = reserved_chat(&cfg, &store, body());
     assert_eq!(q.round_trips, 4);
     respond_json(&cfg, &mut ex, 200, &usage_body(3, 37));
-    q.settle(&ex, &store, 1_000, Some(200), true);
+    settle_as(&mut q, &cfg, &mut ex, &store, 1_000, Some(200), true);
     assert_eq!(q.round_trips, 6);
 
     // Usage equal to the estimate: nothing to settle.
     let (mut ex, mut q) = reserved_chat(&cfg, &store, body());
     respond_json(&cfg, &mut ex, 200, &usage_body(4, 96));
-    q.settle(&ex, &store, 1_000, Some(200), true);
+    settle_as(&mut q, &cfg, &mut ex, &store, 1_000, Some(200), true);
     assert_eq!(q.round_trips, 4);
 
     // Body-less request: get+set on requests, one get on tokens.
@@ -863,4 +919,28 @@ fn four_workers_racing_grant_exactly_the_burst() {
         trips as f64 / total as f64,
         (trips - uncontended) / 2
     );
+}
+
+/// Settle as `on_log` does: `served` = forwarded and answered by a backend.
+fn settle_as(
+    q: &mut QuotaState,
+    cfg: &Config,
+    ex: &mut Exchange,
+    store: &dyn SharedStore,
+    now_ms: u64,
+    status: Option<u16>,
+    served: bool,
+) -> u64 {
+    if served {
+        ex.on_forwarded(0);
+    }
+    let end = End {
+        now_ms,
+        status,
+        cluster: served.then_some("chat"),
+        upstream_address: None,
+        code_details: served.then_some("via_upstream"),
+    };
+    let billed = ex.billable(cfg, &end).map_or(0, |(u, _)| u.total_tokens);
+    q.settle(store, billed, now_ms)
 }

@@ -6,6 +6,7 @@ fn model() -> Model {
         input_usd_per_million: 10.0,
         output_usd_per_million: 30.0,
         cached_input_usd_per_million: 1.0,
+        clusters: None,
     }
 }
 

@@ -4,6 +4,7 @@ fn full_gateway() -> GatewayRecord {
     GatewayRecord {
         timestamp: "2026-12-01T21:00:00.000Z".into(),
         request_id: Some("id-\"quoted\"\\back\u{1}".into()),
+        client_request_id: Some("client-\u{7f}".into()),
         tenant: Some("tenant-a".into()),
         hostname: Some("tenant-a.ai.example.com".into()),
         route: Some("/v1/chat/completions".into()),
