@@ -4,7 +4,8 @@
 //! only then is the result cut to `max_chars`, so a cut can only ever split a
 //! replacement tag, never a secret.
 
-use super::span::{before_is, run_len, Span};
+use super::fold::fold_char;
+use super::span::Span;
 use super::Redactor;
 
 /// Marker appended when content was left out.
@@ -57,9 +58,9 @@ fn scan_window(text: &str, limit: usize) -> (usize, usize) {
     if cut >= text.len() {
         return (text.len(), text.len());
     }
-    let run = run_len(text.as_bytes(), cut, MAX_EXTEND + 1, in_secret);
+    let run = secret_run(text.get(cut..).unwrap_or_default(), MAX_EXTEND + 1);
     if run <= MAX_EXTEND {
-        // The run is ASCII, so `end` is a char boundary.
+        // The run is whole characters, so `end` is a char boundary.
         let end = cut + run;
         if end >= text.len() {
             return (text.len(), text.len());
@@ -88,6 +89,28 @@ fn floor_char_boundary(text: &str, limit: usize) -> usize {
         .unwrap_or(0)
 }
 
+/// Characters that can be part of a space-free secret: [`in_secret`] bytes
+/// and their compatibility forms (`ｓｋ－…` is scanned as `sk-…`).
+fn secret_char(c: char) -> bool {
+    match u8::try_from(c) {
+        Ok(b) if b.is_ascii() => in_secret(b),
+        _ => fold_char(c).is_some_and(in_secret),
+    }
+}
+
+/// Length in bytes of the run of [`secret_char`]s at the start of `text`,
+/// counting at most about `cap` bytes.
+fn secret_run(text: &str, cap: usize) -> usize {
+    let mut len = 0;
+    for c in text.chars() {
+        if len >= cap || !secret_char(c) {
+            break;
+        }
+        len += c.len_utf8();
+    }
+    len
+}
+
 /// Bytes that can occur inside a space-free secret: everything the built-in
 /// scanners match except the spaces of phone and card numbers.
 fn in_secret(c: u8) -> bool {
@@ -103,17 +126,17 @@ fn in_secret(c: u8) -> bool {
 ///
 /// A secret detected only partly, or not at all, because the window cut it
 /// must reach the end of the window. If it has no spaces it lies inside the
-/// final run of `in_secret` bytes; if it has spaces it is a phone or card
-/// number, shorter than `TAIL_MARGIN`. Nothing before the smaller of the two
+/// final run of `secret_char`s; if it has spaces it is shorter than
+/// `TAIL_MARGIN`. Nothing before the smaller of the two
 /// starts can belong to such a secret. Secrets wholly inside the window are
 /// masked normally, even when they straddle the returned position.
 fn tail_start(window: &str) -> usize {
-    let b = window.as_bytes();
-    let mut run_start = window.len();
-    // Only ASCII bytes are stepped over, so this stays on a char boundary.
-    while run_start > 0 && before_is(b, run_start, in_secret) {
-        run_start -= 1;
-    }
+    let run_start = window
+        .char_indices()
+        .rev()
+        .take_while(|&(_, c)| secret_char(c))
+        .last()
+        .map_or(window.len(), |(i, _)| i);
     let margin = floor_char_boundary(window, window.len().saturating_sub(TAIL_MARGIN));
     run_start.min(margin)
 }

@@ -182,6 +182,42 @@ fn mixed_text_with_several_secrets() {
 }
 
 #[test]
+fn compatibility_forms_of_secrets_are_masked() {
+    for (text, want) in [
+        (
+            "key ｓｋ－ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒ end",
+            "key [API_KEY] end",
+        ),
+        (
+            "key ｓｋ－ｐｒｏｊ－ABCDEFGHIJ0123456789 end",
+            "key [API_KEY] end",
+        ),
+        ("key 𝐬𝐤-abcdefghijklmnop12 end", "key [API_KEY] end"),
+        ("key ⓢⓚ﹣abcdefghijklmnop12 end", "key [API_KEY] end"),
+        ("key sk‐abcdefghijklmnop12 end", "key [API_KEY] end"),
+        // Folding glues this key to the full-width word; the text as is still shows it.
+        ("ＡＰＩsk-abcdefghijklmnop12 end", "ＡＰＩ[API_KEY] end"),
+        (
+            "aws ＡＫＩＡＩＯＳＦＯＤＮＮ７ＥＸＡＭＰＬＥ end",
+            "aws [AWS_KEY] end",
+        ),
+        ("mail ｊａｎｅ＠ｅｘａｍｐｌｅ．ｃｏｍ。", "mail [EMAIL]。"),
+        ("電話０３－１２３４－５６７８です", "電話[PHONE]です"),
+    ] {
+        assert_eq!(mask(text), want, "in {text:?}");
+    }
+    // Full-width text that is no secret is left as it was.
+    for text in [
+        "ｔａｓｋ－ｌｉｓｔ",
+        "ｓｋ－ａｂｃ",
+        "２０２６年３月１０日",
+        "ＡＢＣ：１２",
+    ] {
+        assert_eq!(mask(text), text);
+    }
+}
+
+#[test]
 fn overlapping_matches_are_masked_as_their_union() {
     let r = redactor(
         r#"{"patterns": [{"pattern": "corp\\.example\\.com/[a-z]+", "replacement": "[URL]"}]}"#,
