@@ -3,10 +3,11 @@
 //!
 //! Built-in maskers (hand-written linear scanners, no regex) replace e-mail
 //! addresses, phone numbers, Luhn-valid card numbers, IPv4 addresses, JWTs,
-//! `sk-` API keys, AWS access key ids and `Bearer` tokens with fixed tags
-//! such as `[EMAIL]`; configured regex patterns add to them. The built-ins
-//! also read the text through a compatibility fold (`fold`), so full-width
-//! and other NFKC forms of ASCII (`ｓｋ－…`) are caught too.
+//! `sk-` API keys, vendor tokens (GitHub, Slack, Google, Stripe, Hugging
+//! Face), AWS access key ids and secret keys and `Bearer` tokens with fixed
+//! tags such as `[EMAIL]`; configured regex patterns add to them. The
+//! built-ins read the text through a compatibility fold (`fold`), so
+//! full-width and other NFKC forms of ASCII (`ｓｋ－…`) are caught too.
 //!
 //! Nothing here logs, and no error message contains matched text or the salt.
 
@@ -18,6 +19,7 @@ mod preview;
 mod span;
 mod tokens;
 mod user;
+mod vendor;
 
 use std::fmt;
 
@@ -233,7 +235,10 @@ impl Redactor {
 fn builtin_spans(b: &[u8], spans: &mut Vec<Span<'_>>) {
     tokens::find_jwts(b, spans);
     tokens::find_api_keys(b, spans);
+    vendor::find_prefixed_tokens(b, spans);
+    vendor::find_slack_webhooks(b, spans);
     tokens::find_aws_keys(b, spans);
+    vendor::find_aws_secrets(b, spans);
     tokens::find_bearer_tokens(b, spans);
     tokens::find_emails(b, spans);
     numbers::find_ipv4(b, spans);
