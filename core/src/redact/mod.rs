@@ -2,17 +2,19 @@
 //! redacted prompt previews.
 //!
 //! Built-in maskers (hand-written linear scanners, no regex) replace e-mail
-//! addresses, phone numbers, Luhn-valid card numbers, IPv4 addresses, JWTs,
-//! `sk-` API keys, vendor tokens (GitHub, Slack, Google, Stripe, Hugging
-//! Face), AWS access key ids and secret keys and `Bearer` tokens with fixed
-//! tags such as `[EMAIL]`; configured regex patterns add to them. The
-//! built-ins read the text through a compatibility fold (`fold`), so
-//! full-width and other NFKC forms of ASCII (`ｓｋ－…`) are caught too.
+//! addresses, phone numbers, Luhn-valid card numbers, IBANs, IPv4 and IPv6
+//! addresses, JWTs, `sk-` API keys, vendor tokens (GitHub, Slack, Google,
+//! Stripe, Hugging Face), AWS access key ids and secret keys and `Bearer`
+//! tokens with fixed tags such as `[EMAIL]`; configured regex patterns add to
+//! them. The built-ins read the text through a compatibility fold (`fold`),
+//! so full-width and other NFKC forms of ASCII (`ｓｋ－…`) are caught too.
 //!
 //! Nothing here logs, and no error message contains matched text or the salt.
 
 mod fingerprint;
 mod fold;
+mod iban;
+mod ipv6;
 mod luhn;
 mod numbers;
 mod preview;
@@ -241,7 +243,9 @@ fn builtin_spans(b: &[u8], spans: &mut Vec<Span<'_>>) {
     vendor::find_aws_secrets(b, spans);
     tokens::find_bearer_tokens(b, spans);
     tokens::find_emails(b, spans);
+    ipv6::find_ipv6(b, spans);
     numbers::find_ipv4(b, spans);
+    iban::find_ibans(b, spans);
     numbers::find_cards(b, spans);
     numbers::find_phones(b, spans);
 }
