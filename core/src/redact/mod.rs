@@ -4,13 +4,16 @@
 //! Built-in maskers (hand-written linear scanners, no regex) replace e-mail
 //! addresses, phone numbers, Luhn-valid card numbers, IBANs, IPv4 and IPv6
 //! addresses, JWTs, `sk-` API keys, vendor tokens (GitHub, Slack, Google,
-//! Stripe, Hugging Face), AWS access key ids and secret keys and `Bearer`
-//! tokens with fixed tags such as `[EMAIL]`; configured regex patterns add to
-//! them. The built-ins read the text through a compatibility fold (`fold`),
-//! so full-width and other NFKC forms of ASCII (`ｓｋ－…`) are caught too.
+//! Stripe, Hugging Face), AWS access key ids and secret keys, PEM private
+//! keys, `password=…` style secrets, `Bearer` and `Basic` credentials and
+//! the user information of URLs with fixed tags such as `[EMAIL]`;
+//! configured regex patterns add to them. The built-ins read the text through
+//! a compatibility fold (`fold`), so full-width and other NFKC forms of ASCII
+//! (`ｓｋ－…`) are caught too.
 //!
 //! Nothing here logs, and no error message contains matched text or the salt.
 
+mod creds;
 mod fingerprint;
 mod fold;
 mod iban;
@@ -233,8 +236,10 @@ impl Redactor {
 }
 
 /// Runs every built-in scanner over `b`. The order is the tie-break of
-/// [`span::merge`]: more specific scanners go first.
+/// [`span::merge`]: more specific scanners go first, so `api_key=sk-…` is an
+/// `[API_KEY]` rather than a `[SECRET]`.
 fn builtin_spans(b: &[u8], spans: &mut Vec<Span<'_>>) {
+    creds::find_private_keys(b, spans);
     tokens::find_jwts(b, spans);
     tokens::find_api_keys(b, spans);
     vendor::find_prefixed_tokens(b, spans);
@@ -242,6 +247,9 @@ fn builtin_spans(b: &[u8], spans: &mut Vec<Span<'_>>) {
     tokens::find_aws_keys(b, spans);
     vendor::find_aws_secrets(b, spans);
     tokens::find_bearer_tokens(b, spans);
+    creds::find_basic_credentials(b, spans);
+    creds::find_url_credentials(b, spans);
+    creds::find_key_values(b, spans);
     tokens::find_emails(b, spans);
     ipv6::find_ipv6(b, spans);
     numbers::find_ipv4(b, spans);

@@ -17,8 +17,12 @@ const SCAN_SLACK: usize = 256;
 /// How far the scan may run past its limit to finish a space-free token.
 const MAX_EXTEND: usize = 4096;
 
-/// Longer than any built-in secret that contains spaces (phone and grouped
-/// card numbers stay under 40 bytes).
+/// Longer than any built-in secret that contains spaces and is only
+/// recognized whole (phone and grouped card numbers and grouped IBANs stay
+/// under 48 bytes, PEM headers under 60), and than an IPv6 address (at most
+/// 45).
+/// Secrets recognized by their start (PEM blocks, quoted `password: "…"`
+/// values) are masked to the end of the scan window when cut.
 const TAIL_MARGIN: usize = 64;
 
 /// Masks sensitive substrings of `text`, then truncates the result to
@@ -50,9 +54,11 @@ pub fn redacted_preview(text: &str, max_chars: usize, rules: &Redactor) -> Strin
 ///
 /// A space-free token (key, JWT, e-mail) crossing `limit` is scanned to its
 /// end, up to `MAX_EXTEND` extra bytes, so it is masked whole. Secrets with
-/// spaces (phone and card numbers) are shorter than `TAIL_MARGIN`, so any
-/// one crossing `end` starts after `keep`. A token longer than the
-/// extension cannot be checked at all and is dropped from the preview.
+/// spaces recognized only whole (phone, card and IBAN numbers) are shorter
+/// than `TAIL_MARGIN`, so any one crossing `end` starts after `keep`; those
+/// recognized by their start (PEM blocks, quoted values) are masked up to
+/// `end`. A token longer than the extension cannot be checked at all and is
+/// dropped from the preview.
 fn scan_window(text: &str, limit: usize) -> (usize, usize) {
     let cut = floor_char_boundary(text, limit);
     if cut >= text.len() {
@@ -112,13 +118,12 @@ fn secret_run(text: &str, cap: usize) -> usize {
 }
 
 /// Bytes that can occur inside a space-free secret: everything the built-in
-/// scanners match except the spaces of phone and card numbers.
+/// scanners match except spaces (phone, card and IBAN groups) and quoted or
+/// unquoted `password=…` values, which are masked from the key onwards. The
+/// colon and the sub-delimiters keep URL user information (`user:pa$$@host`)
+/// and IPv6 addresses in one run.
 fn in_secret(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'.' | b'_' | b'%' | b'+' | b'-' | b'@' | b'(' | b')' | b'/' | b'=' | b'~'
-        )
+    c.is_ascii_alphanumeric() || b"._%+-@()/=~:!$&'*,;".contains(&c)
 }
 
 /// Where the trustworthy part of a scan window ends when the window cuts a
