@@ -1,8 +1,11 @@
 """Prompts never leave the request: distinctive canary strings sent in every prompt shape,
 streamed and not, served, refused and failed, appear in no log file, no filter-state value
-and no metric name."""
+and no metric name. With previews on, every built-in secret class is masked in the
+record's `prompt_preview` and appears nowhere else either."""
+import base64
 import json
 import os
+import re
 
 import pytest
 
@@ -110,3 +113,99 @@ def test_records_never_hold_prompt_fields(gw):
     assert "quiet" not in text
     assert audit["sensitive_payload_logged"] is False
     assert "prompt_preview" not in rec
+
+
+
+# One canary per built-in secret class of the preview redactor (docs/openai-traffic.md):
+# (text in the prompt, the same text masked, the parts that must never be logged).
+_BASIC = base64.b64encode(b"zqxbasicuser:zqxbasicpw").decode()
+_PEM_BODY = "MIIEpAIBAAKCAQEAzqxPemBody0123456789abcdef/ZqxPemLine2+abcdefgh"
+SECRET_CANARIES = [
+    ("gh ghp_ZqxGithub0123456789abcdefghijklmnopq", "gh [GITHUB_TOKEN]",
+     ["ZqxGithub0123456789"]),
+    ("slack xoxb-123456789012-987654321098-ZqxSlackBotToken0123", "slack [SLACK_TOKEN]",
+     ["ZqxSlackBotToken"]),
+    ("hook https://hooks.slack.com/services/T0ZQX0000/B0ZQX0000/ZqxWebhookSecret01234567",
+     "hook [SLACK_WEBHOOK]", ["T0ZQX0000", "ZqxWebhookSecret"]),
+    ("maps AIzaSyZqxGoogleApiKey0123456789abcdefgh", "maps [GOOGLE_API_KEY]",
+     ["ZqxGoogleApiKey"]),
+    ("oauth ya29.a0ZqxGoogleOauth_0123456789-abcdefgh", "oauth [GOOGLE_OAUTH]",
+     ["ZqxGoogleOauth"]),
+    ("stripe sk_live_ZqxStripeKey0123456789abcdef", "stripe [STRIPE_KEY]", ["ZqxStripeKey"]),
+    ("hf hf_ZqxHuggingFaceTokenAbCdEfGhIjKlMnOp", "hf [HF_TOKEN]", ["ZqxHuggingFace"]),
+    ("aws_access_key_id = AKIAZQXCANARY0123456", "aws_access_key_id = [AWS_KEY]",
+     ["AKIAZQXCANARY"]),
+    ("aws_secret_access_key = ZqxAwsSecretKey/0123456789abcdefGHIJKLMN",
+     "aws_secret_access_key = [AWS_SECRET]", ["ZqxAwsSecretKey"]),
+    (f"-----BEGIN RSA PRIVATE KEY-----\n{_PEM_BODY}\n-----END RSA PRIVATE KEY-----",
+     "[PRIVATE_KEY]", ["zqxPemBody", "ZqxPemLine2"]),
+    ('password="zqx correct horse"', 'password="[SECRET]"', ["zqx correct horse"]),
+    ('{"api_key": "ZqxJsonApiKey42"}', '{"api_key": "[SECRET]"}', ["ZqxJsonApiKey42"]),
+    (f"Authorization: Basic {_BASIC}", "Authorization: Basic [BASIC]", [_BASIC]),
+    ("db postgres://zqxdbuser:zqxdbpass@db.internal.example:5432/app",
+     "db postgres://[CREDENTIALS]@db.internal.example:5432/app", ["zqxdbuser", "zqxdbpass"]),
+    ("iban DE89 3704 0044 0532 0130 00", "iban [IBAN]", ["3704 0044 0532"]),
+    ("v6 2001:db8:85a3::8a2e:370:7334", "v6 [IPV6]", ["2001:db8:85a3", "8a2e:370:7334"]),
+    ("full-width ｓｋ－ｚｑｘｆｕｌｌｗｉｄｔｈ１２３４５６７８９０", "full-width [API_KEY]",
+     ["ｚｑｘｆｕｌｌｗｉｄｔｈ", "zqxfullwidth"]),
+    # Near-misses stay as they are, so the preview is not simply blanked.
+    ("at 10:20:30 std::vector task-list", "at 10:20:30 std::vector task-list", []),
+    # Last, a private key cut off by the end of the prompt: masked to the end.
+    ("-----BEGIN EC PRIVATE KEY----- MHcCAQEEIZqxTruncatedKeyMaterial0123", "[PRIVATE_KEY]",
+     ["ZqxTruncatedKeyMaterial"]),
+]
+
+
+def _forms(secret):
+    """The ways a leaked value could be spelled in a log line: as is and JSON-escaped."""
+    escaped = json.dumps(secret)[1:-1]
+    upper = re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m.group(1).upper(), escaped)
+    return {secret, escaped, upper}
+
+
+@pytest.fixture(scope="module")
+def gw_preview():
+    holder = {}
+
+    def patch(doc):
+        holder["path"] = os.path.join(topo.log_dir, "state.log")
+        add_state_log(doc, holder["path"])
+
+    cfg = dict(demo_config(), filter_state="full")
+    cfg["redaction"] = dict(cfg["redaction"], prompt_preview_chars=4000)
+    topo = PatchedTopology(patch=patch, plugin_config=cfg, concurrency=1)
+    with topo:
+        topo.state_log = holder["path"]
+        yield topo
+
+
+def test_preview_masks_every_secret_class(gw_preview):
+    gw = gw_preview
+    prompt = " | ".join(text for text, _, _ in SECRET_CANARIES)
+    rid = new_rid("redact")
+    r = call(gw, "/v1/chat/completions", chat_body(prompt), headers={"x-request-id": rid})
+    assert r.status_code == 200, r.text[:300]
+    rec, _ = record_for(gw, rid)
+    # The whole prompt fits: the preview is exactly the masked prompt (newlines inside the
+    # PEM block are collapsed by normalization, then masked with the block).
+    assert rec["prompt_preview"] == " | ".join(masked for _, masked, _ in SECRET_CANARIES)
+
+    with open(gw.state_log) as f:
+        state = f.read()
+    assert rid in state and "[GITHUB_TOKEN]" in state
+    haystacks = {}
+    for base in {gw.log_dir, gw.workdir}:
+        for dirpath, _, files in os.walk(base):
+            for name in files:
+                if name.endswith((".yaml", ".wasm")):
+                    continue  # our own bootstrap
+                path = os.path.join(dirpath, name)
+                with open(path, "rb") as f:
+                    haystacks[path] = f.read().decode("utf-8", "replace")
+    assert any(p.endswith("access.log") for p in haystacks)
+    haystacks["/stats"] = gw.admin("/stats")
+    for where, text in haystacks.items():
+        for _, _, parts in SECRET_CANARIES:
+            for secret in parts:
+                for form in _forms(secret):
+                    assert form not in text, f"{secret!r} leaked into {where}"

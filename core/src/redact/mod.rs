@@ -2,19 +2,29 @@
 //! redacted prompt previews.
 //!
 //! Built-in maskers (hand-written linear scanners, no regex) replace e-mail
-//! addresses, phone numbers, Luhn-valid card numbers, IPv4 addresses, JWTs,
-//! `sk-` API keys, AWS access key ids and `Bearer` tokens with fixed tags
-//! such as `[EMAIL]`; configured regex patterns add to them.
+//! addresses, phone numbers, Luhn-valid card numbers, IBANs, IPv4 and IPv6
+//! addresses, JWTs, `sk-` API keys, vendor tokens (GitHub, Slack, Google,
+//! Stripe, Hugging Face), AWS access key ids and secret keys, PEM private
+//! keys, `password=…` style secrets, `Bearer` and `Basic` credentials and
+//! the user information of URLs with fixed tags such as `[EMAIL]`;
+//! configured regex patterns add to them. The built-ins read the text through
+//! a compatibility fold (`fold`), so full-width and other NFKC forms of ASCII
+//! (`ｓｋ－…`) are caught too.
 //!
 //! Nothing here logs, and no error message contains matched text or the salt.
 
+mod creds;
 mod fingerprint;
+mod fold;
+mod iban;
+mod ipv6;
 mod luhn;
 mod numbers;
 mod preview;
 mod span;
 mod tokens;
 mod user;
+mod vendor;
 
 use std::fmt;
 
@@ -201,23 +211,51 @@ impl Redactor {
 
     /// All regions to mask in `text`, sorted and non-overlapping.
     ///
-    /// User patterns go first so that, on an exact tie, their tag wins.
+    /// User patterns go first so that, on a tie, their tag wins; they see the
+    /// text as is. The built-ins see the text and, when some of it folds, its
+    /// compatibility fold too (positions mapped back to whole characters):
+    /// both, because folding can also glue a secret to a neighbouring
+    /// full-width word (`ＡＰＩsk-…`) that hid nothing before.
     fn spans<'r>(&'r self, text: &str) -> Vec<Span<'r>> {
-        let b = text.as_bytes();
         let mut spans = Vec::new();
         for rule in &self.user {
             rule.find(text, &mut spans);
         }
-        tokens::find_jwts(b, &mut spans);
-        tokens::find_api_keys(b, &mut spans);
-        tokens::find_aws_keys(b, &mut spans);
-        tokens::find_bearer_tokens(b, &mut spans);
-        tokens::find_emails(b, &mut spans);
-        numbers::find_ipv4(b, &mut spans);
-        numbers::find_cards(b, &mut spans);
-        numbers::find_phones(b, &mut spans);
+        builtin_spans(text.as_bytes(), &mut spans);
+        if let Some(folded) = fold::fold(text) {
+            let mut found = Vec::new();
+            builtin_spans(&folded.bytes, &mut found);
+            spans.extend(
+                found
+                    .into_iter()
+                    .map(|s| Span::new(folded.offset(s.start), folded.offset(s.end), s.tag)),
+            );
+        }
         span::merge(spans)
     }
+}
+
+/// Runs every built-in scanner over `b`. The order is the tie-break of
+/// [`span::merge`]: more specific scanners go first, so `api_key=sk-…` is an
+/// `[API_KEY]` rather than a `[SECRET]`.
+fn builtin_spans(b: &[u8], spans: &mut Vec<Span<'_>>) {
+    creds::find_private_keys(b, spans);
+    tokens::find_jwts(b, spans);
+    tokens::find_api_keys(b, spans);
+    vendor::find_prefixed_tokens(b, spans);
+    vendor::find_slack_webhooks(b, spans);
+    tokens::find_aws_keys(b, spans);
+    vendor::find_aws_secrets(b, spans);
+    tokens::find_bearer_tokens(b, spans);
+    creds::find_basic_credentials(b, spans);
+    creds::find_url_credentials(b, spans);
+    creds::find_key_values(b, spans);
+    tokens::find_emails(b, spans);
+    ipv6::find_ipv6(b, spans);
+    numbers::find_ipv4(b, spans);
+    iban::find_ibans(b, spans);
+    numbers::find_cards(b, spans);
+    numbers::find_phones(b, spans);
 }
 
 /// Copies a salt after checking its length; the error names `field` only.

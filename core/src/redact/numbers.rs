@@ -135,7 +135,7 @@ fn ipv4_may_start(b: &[u8], i: usize) -> bool {
     !before_is(b, i, |c| is_word(c) || c == b'.')
 }
 
-fn ipv4_at(b: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn ipv4_at(b: &[u8], start: usize) -> Option<usize> {
     let mut i = start;
     for octet in 0..4 {
         if octet > 0 {

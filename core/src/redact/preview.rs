@@ -4,7 +4,8 @@
 //! only then is the result cut to `max_chars`, so a cut can only ever split a
 //! replacement tag, never a secret.
 
-use super::span::{before_is, run_len, Span};
+use super::fold::fold_char;
+use super::span::Span;
 use super::Redactor;
 
 /// Marker appended when content was left out.
@@ -16,8 +17,12 @@ const SCAN_SLACK: usize = 256;
 /// How far the scan may run past its limit to finish a space-free token.
 const MAX_EXTEND: usize = 4096;
 
-/// Longer than any built-in secret that contains spaces (phone and grouped
-/// card numbers stay under 40 bytes).
+/// Longer than any built-in secret that contains spaces and is only
+/// recognized whole (phone and grouped card numbers and grouped IBANs stay
+/// under 48 bytes, PEM headers under 60), and than an IPv6 address (at most
+/// 45).
+/// Secrets recognized by their start (PEM blocks, quoted `password: "…"`
+/// values) are masked to the end of the scan window when cut.
 const TAIL_MARGIN: usize = 64;
 
 /// Masks sensitive substrings of `text`, then truncates the result to
@@ -49,17 +54,19 @@ pub fn redacted_preview(text: &str, max_chars: usize, rules: &Redactor) -> Strin
 ///
 /// A space-free token (key, JWT, e-mail) crossing `limit` is scanned to its
 /// end, up to `MAX_EXTEND` extra bytes, so it is masked whole. Secrets with
-/// spaces (phone and card numbers) are shorter than `TAIL_MARGIN`, so any
-/// one crossing `end` starts after `keep`. A token longer than the
-/// extension cannot be checked at all and is dropped from the preview.
+/// spaces recognized only whole (phone, card and IBAN numbers) are shorter
+/// than `TAIL_MARGIN`, so any one crossing `end` starts after `keep`; those
+/// recognized by their start (PEM blocks, quoted values) are masked up to
+/// `end`. A token longer than the extension cannot be checked at all and is
+/// dropped from the preview.
 fn scan_window(text: &str, limit: usize) -> (usize, usize) {
     let cut = floor_char_boundary(text, limit);
     if cut >= text.len() {
         return (text.len(), text.len());
     }
-    let run = run_len(text.as_bytes(), cut, MAX_EXTEND + 1, in_secret);
+    let run = secret_run(text.get(cut..).unwrap_or_default(), MAX_EXTEND + 1);
     if run <= MAX_EXTEND {
-        // The run is ASCII, so `end` is a char boundary.
+        // The run is whole characters, so `end` is a char boundary.
         let end = cut + run;
         if end >= text.len() {
             return (text.len(), text.len());
@@ -88,14 +95,35 @@ fn floor_char_boundary(text: &str, limit: usize) -> usize {
         .unwrap_or(0)
 }
 
+/// Characters that can be part of a space-free secret: [`in_secret`] bytes
+/// and their compatibility forms (`ｓｋ－…` is scanned as `sk-…`).
+fn secret_char(c: char) -> bool {
+    match u8::try_from(c) {
+        Ok(b) if b.is_ascii() => in_secret(b),
+        _ => fold_char(c).is_some_and(in_secret),
+    }
+}
+
+/// Length in bytes of the run of [`secret_char`]s at the start of `text`,
+/// counting at most about `cap` bytes.
+fn secret_run(text: &str, cap: usize) -> usize {
+    let mut len = 0;
+    for c in text.chars() {
+        if len >= cap || !secret_char(c) {
+            break;
+        }
+        len += c.len_utf8();
+    }
+    len
+}
+
 /// Bytes that can occur inside a space-free secret: everything the built-in
-/// scanners match except the spaces of phone and card numbers.
+/// scanners match except spaces (phone, card and IBAN groups) and quoted or
+/// unquoted `password=…` values, which are masked from the key onwards. The
+/// colon and the sub-delimiters keep URL user information (`user:pa$$@host`)
+/// and IPv6 addresses in one run.
 fn in_secret(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'.' | b'_' | b'%' | b'+' | b'-' | b'@' | b'(' | b')' | b'/' | b'=' | b'~'
-        )
+    c.is_ascii_alphanumeric() || b"._%+-@()/=~:!$&'*,;".contains(&c)
 }
 
 /// Where the trustworthy part of a scan window ends when the window cuts a
@@ -103,17 +131,17 @@ fn in_secret(c: u8) -> bool {
 ///
 /// A secret detected only partly, or not at all, because the window cut it
 /// must reach the end of the window. If it has no spaces it lies inside the
-/// final run of `in_secret` bytes; if it has spaces it is a phone or card
-/// number, shorter than `TAIL_MARGIN`. Nothing before the smaller of the two
+/// final run of `secret_char`s; if it has spaces it is shorter than
+/// `TAIL_MARGIN`. Nothing before the smaller of the two
 /// starts can belong to such a secret. Secrets wholly inside the window are
 /// masked normally, even when they straddle the returned position.
 fn tail_start(window: &str) -> usize {
-    let b = window.as_bytes();
-    let mut run_start = window.len();
-    // Only ASCII bytes are stepped over, so this stays on a char boundary.
-    while run_start > 0 && before_is(b, run_start, in_secret) {
-        run_start -= 1;
-    }
+    let run_start = window
+        .char_indices()
+        .rev()
+        .take_while(|&(_, c)| secret_char(c))
+        .last()
+        .map_or(window.len(), |(i, _)| i);
     let margin = floor_char_boundary(window, window.len().saturating_sub(TAIL_MARGIN));
     run_start.min(margin)
 }

@@ -4,8 +4,6 @@
 //! (or at the ends of the text), so every span boundary is a UTF-8 char
 //! boundary and `str::get(start..end)` on it always succeeds.
 
-use std::cmp::Reverse;
-
 /// A byte range of the scanned text to be replaced by `tag`.
 ///
 /// Holds positions only, never the matched text, so it is safe to debug-print.
@@ -26,12 +24,14 @@ impl<'a> Span<'a> {
 ///
 /// A union (rather than "first match wins") guarantees that no byte any
 /// scanner flagged is ever shown. The tag of a merged region is that of the
-/// span starting first (longest first on a tie, then push order, so callers
-/// push higher-priority scanners first).
+/// span starting first, and on a tie the one pushed first, so callers push
+/// higher-priority scanners first. Ends play no part: a preview's scan window
+/// can shorten a span (a value masked to the window's end), never move its
+/// start, so a preview's tags are those of the full text.
 pub(crate) fn merge(mut spans: Vec<Span<'_>>) -> Vec<Span<'_>> {
     spans.retain(|s| s.start < s.end);
-    // Stable sort: equal (start, end) keep push order, i.e. priority.
-    spans.sort_by_key(|s| (s.start, Reverse(s.end)));
+    // Stable sort: equal starts keep push order, i.e. priority.
+    spans.sort_by_key(|s| s.start);
     let mut out: Vec<Span<'_>> = Vec::with_capacity(spans.len());
     for span in spans {
         match out.last_mut() {

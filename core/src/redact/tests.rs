@@ -181,6 +181,142 @@ fn mixed_text_with_several_secrets() {
     );
 }
 
+const PEM: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\nAAAAMwAAAAtzc2gtZWQyNTUxOQAAACDx\n-----END OPENSSH PRIVATE KEY-----";
+
+#[test]
+fn each_new_class_in_context() {
+    for (text, want) in [
+        (
+            "gh ghp_aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5 ok",
+            "gh [GITHUB_TOKEN] ok",
+        ),
+        (
+            "slack xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx ok",
+            "slack [SLACK_TOKEN] ok",
+        ),
+        (
+            "hook https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX ok",
+            "hook [SLACK_WEBHOOK] ok",
+        ),
+        (
+            "google AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY ok",
+            "google [GOOGLE_API_KEY] ok",
+        ),
+        (
+            "oauth ya29.a0AfH6SMBx3Yq_example-Token.Part_0123456789 ok",
+            "oauth [GOOGLE_OAUTH] ok",
+        ),
+        (
+            "stripe sk_live_51H8abcDEFghiJKLmnoPQRstu ok",
+            "stripe [STRIPE_KEY] ok",
+        ),
+        (
+            "hf hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh ok",
+            "hf [HF_TOKEN] ok",
+        ),
+        (
+            "aws secret: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY ok",
+            "aws secret: [AWS_SECRET] ok",
+        ),
+        (&format!("key {PEM} ok"), "key [PRIVATE_KEY] ok"),
+        ("password=hunter2 ok", "password=[SECRET] ok"),
+        (
+            r#"{"password": "correct horse", "user": "bob"}"#,
+            r#"{"password": "[SECRET]", "user": "bob"}"#,
+        ),
+        (
+            "Authorization: Basic dXNlcjpwYXNz",
+            "Authorization: Basic [BASIC]",
+        ),
+        (
+            "db postgres://admin:s3cret@db.example.com:5432/app ok",
+            "db postgres://[CREDENTIALS]@db.example.com:5432/app ok",
+        ),
+        ("IBAN DE89 3704 0044 0532 0130 00 ok", "IBAN [IBAN] ok"),
+        ("host 2001:db8::8a2e:370:7334 ok", "host [IPV6] ok"),
+        ("mapped ::ffff:192.0.2.128 ok", "mapped [IPV6] ok"),
+    ] {
+        assert_eq!(mask(text), want, "in {text:?}");
+    }
+}
+
+#[test]
+fn new_class_near_misses_stay_verbatim() {
+    for text in [
+        // A git SHA-1 and a UUID, with "aws"/"secret" context nearby.
+        "aws secret rotated in 9fceb02d0ae598e95dc970b74767f19372d61af8",
+        "secret id 123e4567-e89b-12d3-a456-426614174000",
+        // Prefixes inside words or without a body.
+        "the task-list, ghp_ prefix, xoxb- tokens, hf_hub_download, sk_live_mode",
+        // Times, scope paths, slices, MAC addresses.
+        "at 10:20:30 use std::map and std::vector; a[1::2]; mac 00:1A:2B:3C:4D:5E",
+        // An IBAN with a wrong checksum.
+        "IBAN GB82 WEST 1234 5698 7654 31 or GB82WEST12345698765431",
+        // A password mentioned without a value, or already masked.
+        "Reset your password. password: ****",
+        // Basic in prose; a URL with a port but no user information.
+        "Basic usage needs basic auth at https://example.com:8443/login",
+        // Certificates are public.
+        "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----",
+    ] {
+        assert_eq!(mask(text), text);
+    }
+}
+
+#[test]
+fn url_user_without_password_is_masked() {
+    assert_eq!(
+        mask("clone https://ghp_token123@github.com/o/r and https://alice@example.com/"),
+        "clone https://[CREDENTIALS]@github.com/o/r and https://[CREDENTIALS]@example.com/"
+    );
+    // An e-mail address outside a URL is still an e-mail address.
+    assert_eq!(mask("mailto:alice@example.com"), "mailto:[EMAIL]");
+}
+
+#[test]
+fn compatibility_forms_of_secrets_are_masked() {
+    for (text, want) in [
+        (
+            "key ｓｋ－ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒ end",
+            "key [API_KEY] end",
+        ),
+        (
+            "key ｓｋ－ｐｒｏｊ－ABCDEFGHIJ0123456789 end",
+            "key [API_KEY] end",
+        ),
+        ("key 𝐬𝐤-abcdefghijklmnop12 end", "key [API_KEY] end"),
+        ("key ⓢⓚ﹣abcdefghijklmnop12 end", "key [API_KEY] end"),
+        ("key sk‐abcdefghijklmnop12 end", "key [API_KEY] end"),
+        // Folding glues this key to the full-width word; the text as is still shows it.
+        ("ＡＰＩsk-abcdefghijklmnop12 end", "ＡＰＩ[API_KEY] end"),
+        (
+            "aws ＡＫＩＡＩＯＳＦＯＤＮＮ７ＥＸＡＭＰＬＥ end",
+            "aws [AWS_KEY] end",
+        ),
+        (
+            "gh ｇｈｐ＿aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5 end",
+            "gh [GITHUB_TOKEN] end",
+        ),
+        ("mail ｊａｎｅ＠ｅｘａｍｐｌｅ．ｃｏｍ。", "mail [EMAIL]。"),
+        ("電話０３－１２３４－５６７８です", "電話[PHONE]です"),
+        (
+            "ｐａｓｓｗｏｒｄ＝ｈｕｎｔｅｒ２ end",
+            "ｐａｓｓｗｏｒｄ＝[SECRET] end",
+        ),
+    ] {
+        assert_eq!(mask(text), want, "in {text:?}");
+    }
+    // Full-width text that is no secret is left as it was.
+    for text in [
+        "ｔａｓｋ－ｌｉｓｔ",
+        "ｓｋ－ａｂｃ",
+        "２０２６年３月１０日",
+        "ＡＢＣ：１２",
+    ] {
+        assert_eq!(mask(text), text);
+    }
+}
+
 #[test]
 fn overlapping_matches_are_masked_as_their_union() {
     let r = redactor(
@@ -275,6 +411,67 @@ fn preview_secret_straddling_the_cut_is_never_partial() {
                 assert_no_partial(&out, secret);
             }
         }
+    }
+}
+
+#[test]
+fn preview_new_classes_straddling_the_cut_are_never_partial() {
+    let r = builtin();
+    // (text, the part of it that must never show)
+    let cases = [
+        (PEM, &PEM[36..PEM.len() - 34]),
+        ("DE89 3704 0044 0532 0130 00", "DE89 3704 0044 0532 0130 00"),
+        (
+            "2001:db8:85a3::8a2e:370:7334",
+            "2001:db8:85a3::8a2e:370:7334",
+        ),
+        ("https://admin:s3cretpw@db.example.com", "admin:s3cretpw"),
+        (
+            "password: \"correct horse battery\"",
+            "correct horse battery",
+        ),
+        (
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
+        ),
+        (
+            "github_pat_11ABCDEFG0aB3dE5fG7hI9_abcdefghijklmnopqrstuvwxyz0123456789",
+            "github_pat_11ABCDEFG0aB3dE5fG7hI9_abcdefghijklmnopqrstuvwxyz0123456789",
+        ),
+        (
+            "ｓｋ－ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒ",
+            "ａｂｃｄｅｆｇｈｉｊｋｌｍｎｏｐｑｒ",
+        ),
+    ];
+    for (secret, hidden) in cases {
+        for prefix_len in 0..40 {
+            let text = format!("{} {secret} tail", "p".repeat(prefix_len));
+            for max in 1..text.chars().count() + 2 {
+                let out = redacted_preview(&text, max, &r);
+                assert_no_partial(&out, hidden);
+            }
+        }
+    }
+}
+
+#[test]
+fn preview_block_secrets_cut_by_the_scan_window_show_nothing() {
+    let r = builtin();
+    let max = 20;
+    let long_key = format!("sk-{}", "a".repeat(320));
+    let body = "TUlJRW93SUJBQUtDQVFFQXg0WnE ".repeat(40);
+    for shift in 0..80 {
+        let pad = "x".repeat(shift);
+        // A private key whose end line lies far beyond the scan window.
+        let text = format!(
+            "{long_key} {pad} -----BEGIN PRIVATE KEY----- {body}-----END PRIVATE KEY----- end"
+        );
+        let out = redacted_preview(&text, max, &r);
+        assert!(!out.contains("TUlJ") && !out.contains("BEGIN"), "{out}");
+        // A quoted value with spaces, cut by the window.
+        let text = format!("{long_key} {pad} password: \"{body}\" end");
+        let out = redacted_preview(&text, max, &r);
+        assert!(!out.contains("TUlJ"), "{out}");
     }
 }
 
@@ -388,6 +585,36 @@ fn redact_is_linear_on_adversarial_input() {
     assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
 }
 
+#[test]
+fn redact_is_linear_on_adversarial_input_for_context_scanners() {
+    let inputs = [
+        "password=".repeat(20_000),
+        "token:".repeat(30_000),
+        ":".repeat(200_000),
+        "1:".repeat(100_000),
+        "a::".repeat(60_000),
+        "_".repeat(200_000) + "=x",
+        "-----BEGIN PRIVATE KEY-----".repeat(7_000),
+        "-----BEGIN ".repeat(18_000),
+        "basic ".repeat(30_000),
+        "Basic dXNlcjpwYXNz".repeat(10_000),
+        "://".repeat(60_000),
+        "a://b@".repeat(30_000),
+        "ghp_".repeat(50_000),
+        "DE89 ".repeat(40_000),
+        "hooks.slack.com/".repeat(12_000),
+        "aws ".repeat(50_000),
+        "ｓｋ－".repeat(25_000),
+        "\"password\": \"".repeat(12_000),
+    ];
+    let start = std::time::Instant::now();
+    for input in &inputs {
+        let _ = mask(input);
+    }
+    // Generous bound: each input is ~200 KB; quadratic would take minutes.
+    assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
+}
+
 /// Fails if `out` shows a prefix of `secret` long enough to be a leak
 /// (six characters or more of it, in order, outside a tag).
 fn assert_no_partial(out: &str, secret: &str) {
@@ -462,6 +689,36 @@ fn random_text(rng: &mut Rng, pieces: usize) -> String {
         "=",
         "/",
         ",",
+        ":",
+        "::",
+        "\"",
+        "password=",
+        "\"password\": \"",
+        "hunter2",
+        "token: ",
+        "Basic dXNlcjpwYXNz",
+        "basic ",
+        "https://",
+        "user:pass@",
+        "db.example.com",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "-----END RSA PRIVATE KEY-----",
+        "MIIEowIBAAKCAQEA",
+        "DE89 3704 0044 0532 0130 00",
+        "DE89370400440532013000",
+        "2001:db8::1",
+        "::ffff:10.0.0.1",
+        "10:20:30",
+        "std::map",
+        "ghp_aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5",
+        "xoxb-123456789012-abcdefABCDEF",
+        "AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
+        "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh",
+        "aws secret ",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "ｓｋ－",
+        "ａｂｃｄｅｆｇｈｉｊ",
+        "－",
     ];
     let long_key = format!("sk-{}", "Q1".repeat(150));
     let long_word = "w".repeat(300);

@@ -4,6 +4,7 @@
 //! All are ASCII-only, anchored on a cheap literal (`@`, `eyJ`, `sk-`,
 //! `AKIA`/`ASIA`, `bearer`), and skip past each match, so a scan is linear.
 
+use super::creds::is_url_userinfo_end;
 use super::span::{at, at_is, before_is, find_from, is_word, run_all, Span};
 
 pub(crate) const TAG_EMAIL: &str = "[EMAIL]";
@@ -41,7 +42,8 @@ pub(crate) fn find_emails(b: &[u8], out: &mut Vec<Span<'_>>) {
         while left < at_sign && at(b, left) == Some(b'.') {
             left += 1;
         }
-        if left < at_sign {
+        // `scheme://user:pass@host` is the URL scanner's: it masks the user too.
+        if left < at_sign && !is_url_userinfo_end(b, at_sign) {
             if let Some(end) = domain_end(b, at_sign + 1) {
                 out.push(Span::new(left, end, TAG_EMAIL));
                 from = end;

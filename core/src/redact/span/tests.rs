@@ -21,11 +21,11 @@ fn merge_unions_overlaps_and_keeps_first_tag() {
 }
 
 #[test]
-fn merge_tie_prefers_longest_then_push_order() {
+fn merge_tie_prefers_push_order_whatever_the_length() {
     let merged = merge(vec![
-        Span::new(0, 4, "[SHORT]"),
-        Span::new(0, 9, "[FIRST]"),
-        Span::new(0, 9, "[SECOND]"),
+        Span::new(0, 4, "[FIRST]"),
+        Span::new(0, 9, "[LONGER]"),
+        Span::new(0, 9, "[THIRD]"),
     ]);
     assert_eq!(merged, vec![Span::new(0, 9, "[FIRST]")]);
 }
