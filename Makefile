@@ -38,7 +38,7 @@ export GATEWAY_PORT ADMIN_PORT PLUGIN_CONFIG LOG_DIR ENVOY_CONCURRENCY MOCK_BASE
 # small. PYTEST_ARGS lets you narrow a run (make test PYTEST_ARGS='-k quota').
 PYTEST_ARGS ?=
 
-.PHONY: build mock wasm-target deps venv apt-deps test unit lint integration demo dist clean \
+.PHONY: build mock ratelimit wasm-target deps venv apt-deps test unit lint integration demo dist clean \
         envoy-yaml bench fuzz manifests image push bench-deps bench-crates meter meter-budgets
 
 wasm-target:
@@ -51,12 +51,25 @@ build: wasm-target
 mock:
 	cargo build --release -p mock-llm
 
-# Debian packages used by the tests (promtool / prometheus for the metrics rules).
+# The global rate limit service (ratelimit/, a workspace of its own like bench/, so the
+# module's workspace never compiles tokio, tonic or redis), into target/ratelimit.
+RATELIMIT_CARGO := CARGO_TARGET_DIR=$(CURDIR)/target/ratelimit cargo
+RATELIMIT_MANIFEST := --manifest-path ratelimit/Cargo.toml
+ratelimit:
+	$(RATELIMIT_CARGO) build --release --locked $(RATELIMIT_MANIFEST)
+
+# Debian packages used by the tests (promtool / prometheus for the metrics rules;
+# redis-server for the global rate limit service's tests).
 apt-deps:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
 	  echo "installing Debian packages: prometheus"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
 	    || { echo "apt-get install prometheus failed (run as root or install it)"; exit 1; }; \
+	fi
+	@if ! command -v redis-server >/dev/null; then \
+	  echo "installing Debian packages: redis-server"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+	    || { echo "apt-get install redis-server failed (run as root or install it)"; exit 1; }; \
 	fi
 
 # The harness package (harness/, pyproject.toml) is installed editable, so the demo, the
@@ -80,13 +93,16 @@ envoy-yaml:
 
 unit:
 	cargo test --workspace
+	$(RATELIMIT_CARGO) test --locked $(RATELIMIT_MANIFEST)
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p ai-gateway-filter --target $(WASM_TARGET) -- -D warnings
+	cargo fmt $(RATELIMIT_MANIFEST) --all -- --check
+	$(RATELIMIT_CARGO) clippy --locked $(RATELIMIT_MANIFEST) --all-targets -- -D warnings
 
-integration: deps build mock
+integration: deps build mock ratelimit
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 # Deterministic cost of the built module (meter/README.md): the table, the check against
@@ -100,7 +116,7 @@ meter: build
 meter-budgets: build
 	cargo run -q -p meter -- --quiet --update-budgets meter/budgets.json
 
-test: deps lint unit build mock meter
+test: deps lint unit build mock ratelimit meter
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 demo: deps build mock

@@ -45,8 +45,10 @@ def free_ports(n):
     """n consecutive free ports (the bootstrap numbers backends from a base port)."""
     import random
 
+    # Below Linux's ephemeral range (32768-60999 by default): a port there can be taken
+    # by any outgoing connection between this check and the server's bind.
     for _ in range(200):
-        base = random.randint(20000, 60000 - n)
+        base = random.randint(20000, 32767 - n)
         if all(port_free(base + i) for i in range(n)):
             return base
     raise LaunchError("no free port range found")

@@ -18,6 +18,10 @@
   the model-routing EnvoyFilter (model routing works only there).
 - envoy-demo/envoy.yaml (the func-e bootstrap) validates from the repository root and
   equals a fresh `make envoy-yaml`.
+- filters/ratelimit (the global rate limit service and its Redis): built-in kinds only,
+  checked structurally (Deployment included); Services, ports, the ConfigMap mount, the
+  Redis URL and the NetworkPolicy refer to each other; the limits are docs/quotas.md's
+  and the real binary accepts them with the Deployment's flags.
 """
 import copy
 import glob
@@ -528,6 +532,122 @@ def test_stats_tags_match_the_demo_bootstrap():
     assert istio["spec"]["configPatches"][0]["applyTo"] == "BOOTSTRAP"
     assert stats_tags_of(istio) == expected
     assert stats_tags_of(one(objects_in(EG), "EnvoyProxy")) == expected
+
+
+# --- the global rate limit service (filters/ratelimit) --------------------------------
+
+RATELIMIT = os.path.join(ROOT, "filters", "ratelimit")
+
+
+def ratelimit_objects():
+    objs = objects_in(RATELIMIT)
+    assert {o["kind"] for o in objs} == {"ConfigMap", "Deployment", "Service", "NetworkPolicy"}
+    return objs
+
+
+def check_deployment(obj):
+    """Structural checks for an apps/v1 Deployment (no CRD in ../shared/crds): the
+    selector selects the pod template, every container has an image, named ports and
+    probes on those ports, and runs unprivileged with a read-only root."""
+    assert obj["apiVersion"] == "apps/v1"
+    check_metadata(obj, namespaced=True)
+    spec = obj["spec"]
+    assert set(spec) <= {"replicas", "selector", "template", "strategy"}
+    assert spec["replicas"] >= 1
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    pod = spec["template"]["spec"]
+    assert set(pod) <= {"securityContext", "containers", "volumes"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for c in pod["containers"]:
+        assert set(c) <= {"name", "image", "args", "ports", "readinessProbe", "livenessProbe", "resources",
+                          "securityContext", "volumeMounts"}, c["name"]
+        assert re.fullmatch(r"[a-z0-9.\-/]+:[0-9][0-9A-Za-z.\-]*", c["image"]), c["image"]
+        ports = {p["containerPort"] for p in c["ports"]}
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert c[probe]["tcpSocket"]["port"] in ports, (c["name"], probe)
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        assert "memory" in c["resources"]["limits"]
+        for m in c.get("volumeMounts", []):
+            assert m["name"] in volumes, m
+    return pod
+
+
+def test_ratelimit_manifests_are_valid_and_refer_to_each_other():
+    objs = ratelimit_objects()
+    for o in objs:
+        check_deployment(o) if o["kind"] == "Deployment" else check_builtin(o)
+        # The namespace is the gateway's, defined by the tutorial's namespaces file.
+        assert o["metadata"]["namespace"] == "ai-gateway"
+    assert "ai-gateway" in {n["metadata"]["name"] for n in find(objects_in(ISTIO), "Namespace")}
+    deployments = {d["metadata"]["name"]: d for d in find(objs, "Deployment")}
+    services = {s["metadata"]["name"]: s for s in find(objs, "Service")}
+    for svc in services.values():
+        # Each Service selects one Deployment's pods, on a port its container exposes.
+        [dep] = [d for d in deployments.values()
+                 if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        container_ports = {p["containerPort"] for c in dep["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        assert {p["targetPort"] for p in svc["spec"]["ports"]} <= container_ports
+    # Envoy's cluster for the rate limit filter is ratelimit.ai-gateway:8081 (docs/ratelimit.md).
+    assert services["ratelimit"]["spec"]["ports"][0]["port"] == 8081
+    [container] = deployments["ai-gateway-ratelimit"]["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    flags = dict(zip(args[::2], args[1::2]))
+    assert flags["--listen"] == "0.0.0.0:8081"
+    # The Redis URL names the Redis Service and its port.
+    redis = services["ratelimit-redis"]
+    assert flags["--redis-url"] == f"redis://ratelimit-redis.ai-gateway.svc:{redis['spec']['ports'][0]['port']}"
+    # The configuration file is the ConfigMap's key, mounted where --config points.
+    [mount] = container["volumeMounts"]
+    [volume] = [v for v in deployments["ai-gateway-ratelimit"]["spec"]["template"]["spec"]["volumes"]
+                if v["name"] == mount["name"]]
+    cm = one(objs, "ConfigMap", volume["configMap"]["name"])
+    directory, key = os.path.split(flags["--config"])
+    assert directory == mount["mountPath"] and key in cm["data"]
+    # The image names the service crate's version.
+    with open(os.path.join(ROOT, "ratelimit", "Cargo.toml")) as f:
+        rls_version = re.search(r'^version = "([^"]+)"', f.read(), re.M).group(1)
+    assert container["image"].endswith(f"/ai-gateway-ratelimit:{rls_version}")
+    # Only the service reaches Redis.
+    np = one(objs, "NetworkPolicy")
+    assert np["spec"]["podSelector"]["matchLabels"] == redis["spec"]["selector"]
+    [rule] = np["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": services["ratelimit"]["spec"]["selector"]}}]
+    assert [p["port"] for p in rule["ports"]] == [6379]
+
+
+def test_ratelimit_configmap_is_the_documented_configuration_and_the_service_accepts_it():
+    """The limits are docs/quotas.md's, and the real binary accepts them with the
+    Deployment's own flags (`--check-config` parses the flags, then the files)."""
+    from harness import ratelimit
+
+    objs = ratelimit_objects()
+    cm = one(objs, "ConfigMap", "ai-gateway-ratelimit-config")
+    [(key, text)] = cm["data"].items()
+    with open(os.path.join(ROOT, "docs", "quotas.md")) as f:
+        doc = f.read()
+    section = doc[doc.index("## Many replicas"):]
+    documented = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+    assert yaml.safe_load(text) == documented[-1]
+    code, out = ratelimit.check_config(text)
+    assert code == 0 and "domains [\"ai-gateway\"]" in out, out
+    dep = one(objs, "Deployment", "ai-gateway-ratelimit")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    with tempfile.TemporaryDirectory(prefix="rls-manifest-") as tmp:
+        path = os.path.join(tmp, key)
+        with open(path, "w") as f:
+            f.write(text)
+        at = args.index("--config") + 1
+        argv = [ratelimit.BINARY, *args[:at], path, *args[at + 1:], "--check-config"]
+        assert os.path.exists(ratelimit.BINARY), f"{ratelimit.BINARY} missing: run `make ratelimit`"
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # A broken configuration is refused, naming the field.
+    code, out = ratelimit.check_config(text.replace("unit: minute", "unit: minutes", 1))
+    assert code == 2 and "rate_limit.unit" in out, out
 
 
 # --- sha256, versions and `make dist` / `make manifests` ----------------------------
