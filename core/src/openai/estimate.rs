@@ -19,7 +19,8 @@ pub const IMAGE_TOKENS_LOW: u64 = 85;
 pub const IMAGE_TOKENS_HIGH: u64 = 85 + 8 * 170;
 
 /// Audio tokens per second of input audio: Google's published rate for Gemini (32 a
-/// second), above what OpenAI's audio models are billed, which publish no fixed rate.
+/// second). OpenAI publishes no fixed rate for its audio models (users report about 10
+/// a second), so this is the highest published per-second rule.
 pub const AUDIO_TOKENS_PER_SECOND: u64 = 32;
 
 /// When the audio is not a WAV with a readable header, its duration is bounded by
