@@ -349,16 +349,19 @@ impl Exchange {
         self.model = Some(sanitize(&parsed.model, 128));
         self.stream = Some(parsed.stream);
         self.estimated_prompt_tokens = Some(parsed.estimated_prompt_tokens);
-        // The reservation covers every choice: `n` completions of up to the limit each
-        // (the upstream bills all of them, so `n` must not slip past the token quota).
-        self.max_completion_tokens = match parsed.n.filter(|n| *n > 1) {
-            Some(n) => Some(
+        // The reservation covers every completion the upstream may generate and bill: up
+        // to the limit for each choice (`n`, completions `best_of`) of each prompt, so
+        // neither slips past the token quota or its per-request cap.
+        let choices = parsed.generated_choices();
+        self.max_completion_tokens = if choices > 1 {
+            Some(
                 parsed
                     .max_completion_tokens()
                     .unwrap_or(cfg.limits.default_completion_tokens)
-                    .saturating_mul(n),
-            ),
-            None => parsed.max_completion_tokens(),
+                    .saturating_mul(choices),
+            )
+        } else {
+            parsed.max_completion_tokens()
         };
         self.traffic_class = Some(classify(self.traffic_class, &parsed));
         self.fingerprint(cfg, &parsed);

@@ -12,6 +12,7 @@
 //! - [`sse`]: [`SseScanner`] for `text/event-stream` bodies.
 
 mod bounded;
+pub mod estimate;
 mod include_usage;
 mod json_scan;
 mod prompt_de;

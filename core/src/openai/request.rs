@@ -11,7 +11,9 @@ use serde::de::DeserializeSeed;
 
 use crate::ascii::{bytes_equal, control_bytes, HIGH_BITS};
 
-use super::request_de::{Ctx, Failure, FieldSpec, RawRequest, RequestSeed, F_MODEL};
+use super::request_de::{
+    spec, Ctx, Failure, FieldSpec, RawRequest, RequestSeed, F_BEST_OF, F_MODEL,
+};
 
 pub use super::include_usage::{with_include_usage, with_include_usage_parsed};
 
@@ -20,7 +22,7 @@ pub use super::include_usage::{with_include_usage, with_include_usage_parsed};
 pub enum Api {
     /// `/v1/chat/completions`: `messages`, `max_tokens`, `max_completion_tokens`, `n`.
     ChatCompletions,
-    /// `/v1/completions`: `prompt`, `max_tokens`, `n`.
+    /// `/v1/completions`: `prompt`, `suffix`, `max_tokens`, `n`, `best_of`.
     Completions,
     /// `/v1/embeddings`: `input`; never streamed.
     Embeddings,
@@ -90,6 +92,8 @@ pub enum BodyErrorKind {
     WrongType,
     /// A required string is empty.
     EmptyValue,
+    /// A value of the right type that the API does not accept (`best_of` below `n`).
+    InvalidValue,
     /// A field we read appears more than once.
     DuplicateField,
     /// Containers nested deeper than the gateway accepts.
@@ -133,7 +137,7 @@ impl BodyError {
             BodyErrorKind::MissingField if self.field == Some(F_MODEL.name) => "missing_model",
             BodyErrorKind::MissingField => "missing_field",
             BodyErrorKind::WrongType => "invalid_type",
-            BodyErrorKind::EmptyValue => "invalid_value",
+            BodyErrorKind::EmptyValue | BodyErrorKind::InvalidValue => "invalid_value",
             BodyErrorKind::DuplicateField => "duplicate_field",
             BodyErrorKind::TooDeep => "nesting_too_deep",
         }
@@ -151,6 +155,9 @@ impl BodyError {
                 format!("`{field}` must be {}", self.expected.unwrap_or("valid"))
             }
             BodyErrorKind::EmptyValue => format!("`{field}` must not be empty"),
+            BodyErrorKind::InvalidValue => {
+                format!("`{field}` must be {}", self.expected.unwrap_or("valid"))
+            }
             BodyErrorKind::DuplicateField => format!("`{field}` must not appear more than once"),
             BodyErrorKind::TooDeep => "request body is nested too deeply".to_string(),
         }
@@ -178,13 +185,21 @@ pub struct ParsedRequest<'a> {
     pub max_completion_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
     pub n: Option<u64>,
+    /// Completions `best_of` (at least `n`; only without `stream`, or 1).
+    pub best_of: Option<u64>,
+    /// Completions: prompts in `prompt` (each gets its own choices), at least 1; 1 for
+    /// the other APIs.
+    pub prompts: u64,
     /// Non-null `tools`, `tool_choice` or (chat only) legacy `functions`.
     pub has_tools: bool,
-    /// Characters (Unicode scalar values) of all prompt text.
+    /// Characters (Unicode scalar values) of the prompt text pieces.
     pub prompt_chars: u64,
     /// Token ids given directly (completions `prompt`, embeddings `input`).
     pub prompt_token_ids: u64,
-    /// `ceil(chars / 4)` per text piece, plus one per token id; at least 1.
+    /// Every billable input: `ceil(chars / 4)` per prompt text piece, one per token id,
+    /// plus the other inputs the model reads (names, tool calls and results, tool and
+    /// response-format definitions, completions `suffix`, images, audio, files: rules in
+    /// [`super::estimate`]); at least 1.
     pub estimated_prompt_tokens: u64,
     pieces: Vec<Cow<'a, str>>,
 }
@@ -201,6 +216,8 @@ impl fmt::Debug for ParsedRequest<'_> {
             .field("max_completion_tokens", &self.max_completion_tokens)
             .field("max_output_tokens", &self.max_output_tokens)
             .field("n", &self.n)
+            .field("best_of", &self.best_of)
+            .field("prompts", &self.prompts)
             .field("has_tools", &self.has_tools)
             .field("prompt_chars", &self.prompt_chars)
             .field("prompt_token_ids", &self.prompt_token_ids)
@@ -303,6 +320,26 @@ impl ParsedRequest<'_> {
             Api::Completions => self.max_tokens,
             Api::Responses => self.max_output_tokens,
             Api::Embeddings => None,
+        }
+    }
+
+    /// How many completions of up to [`ParsedRequest::output_token_limit`] the upstream
+    /// may generate (and bill) for this request: completions `max(n, best_of)` for each
+    /// prompt (`best_of` candidates are generated, `n` of them returned), chat `n`, else
+    /// 1; never 0.
+    pub fn generated_choices(&self) -> u64 {
+        let per_prompt = match self.api {
+            Api::Completions => self.n.unwrap_or(1).max(self.best_of.unwrap_or(1)),
+            Api::ChatCompletions => self.n.unwrap_or(1),
+            Api::Embeddings | Api::Responses => 1,
+        };
+        let per_prompt = per_prompt.max(1);
+        // A branch, not a multiplication, for the usual single prompt: a checked 64-bit
+        // multiply is a 128-bit library call in Wasm.
+        if self.prompts <= 1 {
+            per_prompt
+        } else {
+            per_prompt.saturating_mul(self.prompts)
         }
     }
 }
@@ -522,6 +559,9 @@ pub fn parse_request(api: Api, body: &[u8]) -> Result<ParsedRequest<'_>, BodyErr
     build(api, raw)
 }
 
+const F_BEST_OF_AT_LEAST_N: FieldSpec = spec(F_BEST_OF.name, "greater than or equal to `n`");
+const F_BEST_OF_STREAM: FieldSpec = spec(F_BEST_OF.name, "1 when `stream` is true");
+
 fn build(api: Api, raw: RawRequest<'_>) -> Result<ParsedRequest<'_>, BodyError> {
     let model = raw
         .model
@@ -529,12 +569,26 @@ fn build(api: Api, raw: RawRequest<'_>) -> Result<ParsedRequest<'_>, BodyError> 
     if model.trim().is_empty() {
         return Err(BodyError::at(BodyErrorKind::EmptyValue, F_MODEL));
     }
+    let stream = raw.stream.unwrap_or(false);
+    if let Some(best_of) = raw.best_of {
+        // As the OpenAI API: `best_of` candidates are ranked server-side, so it cannot be
+        // fewer than the `n` returned, and its results cannot be streamed.
+        if best_of < raw.n.unwrap_or(1) {
+            return Err(BodyError::at(
+                BodyErrorKind::InvalidValue,
+                F_BEST_OF_AT_LEAST_N,
+            ));
+        }
+        if stream && best_of > 1 {
+            return Err(BodyError::at(BodyErrorKind::InvalidValue, F_BEST_OF_STREAM));
+        }
+    }
     let mut pieces = raw.prompt.pieces;
     if let Some(instructions) = raw.instructions {
         pieces.insert(0, instructions);
     }
     let mut prompt_chars: u64 = 0;
-    let mut estimate: u64 = raw.prompt.token_ids;
+    let mut estimate: u64 = raw.prompt.token_ids.saturating_add(raw.prompt.extra_tokens);
     for piece in &pieces {
         let chars = u64::try_from(piece.chars().count()).unwrap_or(u64::MAX);
         prompt_chars = prompt_chars.saturating_add(chars);
@@ -543,12 +597,18 @@ fn build(api: Api, raw: RawRequest<'_>) -> Result<ParsedRequest<'_>, BodyError> 
     Ok(ParsedRequest {
         api,
         model,
-        stream: raw.stream.unwrap_or(false),
+        stream,
         include_usage: raw.include_usage.unwrap_or(false),
         max_tokens: raw.max_tokens,
         max_completion_tokens: raw.max_completion_tokens,
         max_output_tokens: raw.max_output_tokens,
         n: raw.n,
+        best_of: raw.best_of,
+        prompts: if api == Api::Completions {
+            raw.prompt.prompts.max(1)
+        } else {
+            1
+        },
         has_tools: raw.has_tools,
         prompt_chars,
         prompt_token_ids: raw.prompt.token_ids,

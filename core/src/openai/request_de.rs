@@ -16,6 +16,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::estimate::json_text_tokens;
 use super::prompt_de::{
     Messages, Prompt, ResponsesInput, TextsOrTokens, EMBEDDINGS_FIELDS, F_MESSAGES,
     F_RESPONSES_INPUT, PROMPT_FIELDS,
@@ -52,6 +53,10 @@ const F_MAX_TOKENS: FieldSpec = spec("max_tokens", COUNT);
 const F_MAX_COMPLETION_TOKENS: FieldSpec = spec("max_completion_tokens", COUNT);
 const F_MAX_OUTPUT_TOKENS: FieldSpec = spec("max_output_tokens", COUNT);
 const F_N: FieldSpec = spec("n", COUNT);
+pub(crate) const F_BEST_OF: FieldSpec = spec("best_of", COUNT);
+const F_SUFFIX: FieldSpec = spec("suffix", STRING);
+const F_RESPONSE_FORMAT: FieldSpec = spec("response_format", "valid JSON");
+const F_TEXT: FieldSpec = spec("text", "valid JSON");
 const F_TOOLS: FieldSpec = spec("tools", "valid JSON");
 const F_TOOL_CHOICE: FieldSpec = spec("tool_choice", "valid JSON");
 const F_FUNCTIONS: FieldSpec = spec("functions", "valid JSON");
@@ -81,7 +86,7 @@ impl Ctx {
         r
     }
 
-    fn enter<E: de::Error>(&self, depth: u32) -> Result<u32, E> {
+    pub(crate) fn enter<E: de::Error>(&self, depth: u32) -> Result<u32, E> {
         let inner = depth.saturating_add(1);
         if inner > MAX_NESTING {
             self.failure.set(Some(Failure::TooDeep));
@@ -101,6 +106,7 @@ pub(crate) struct RawRequest<'a> {
     pub max_completion_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
     pub n: Option<u64>,
+    pub best_of: Option<u64>,
     pub has_tools: bool,
     pub instructions: Option<Cow<'a, str>>,
     pub prompt: Prompt<'a>,
@@ -115,11 +121,15 @@ enum Key {
     MaxCompletionTokens,
     MaxOutputTokens,
     N,
+    BestOf,
     Tools,
     ToolChoice,
     Functions,
+    ResponseFormat,
+    Text,
     Messages,
     Prompt,
+    Suffix,
     Input,
     Instructions,
     Other,
@@ -135,11 +145,15 @@ impl Key {
             "max_completion_tokens" => Key::MaxCompletionTokens,
             "max_output_tokens" => Key::MaxOutputTokens,
             "n" => Key::N,
+            "best_of" => Key::BestOf,
             "tools" => Key::Tools,
             "tool_choice" => Key::ToolChoice,
             "functions" => Key::Functions,
+            "response_format" => Key::ResponseFormat,
+            "text" => Key::Text,
             "messages" => Key::Messages,
             "prompt" => Key::Prompt,
+            "suffix" => Key::Suffix,
             "input" => Key::Input,
             "instructions" => Key::Instructions,
             _ => Key::Other,
@@ -153,11 +167,11 @@ impl Key {
             Key::Model | Key::Tools | Key::ToolChoice | Key::Other => true,
             Key::Stream | Key::StreamOptions => api != Api::Embeddings,
             Key::MaxTokens | Key::N => matches!(api, Api::ChatCompletions | Api::Completions),
-            Key::MaxCompletionTokens | Key::Functions | Key::Messages => {
+            Key::MaxCompletionTokens | Key::Functions | Key::ResponseFormat | Key::Messages => {
                 api == Api::ChatCompletions
             }
-            Key::MaxOutputTokens | Key::Instructions => api == Api::Responses,
-            Key::Prompt => api == Api::Completions,
+            Key::MaxOutputTokens | Key::Instructions | Key::Text => api == Api::Responses,
+            Key::Prompt | Key::BestOf | Key::Suffix => api == Api::Completions,
             Key::Input => matches!(api, Api::Embeddings | Api::Responses),
         };
         if relevant {
@@ -177,11 +191,15 @@ impl Key {
             Key::MaxCompletionTokens => F_MAX_COMPLETION_TOKENS,
             Key::MaxOutputTokens => F_MAX_OUTPUT_TOKENS,
             Key::N => F_N,
+            Key::BestOf => F_BEST_OF,
             Key::Tools => F_TOOLS,
             Key::ToolChoice => F_TOOL_CHOICE,
             Key::Functions => F_FUNCTIONS,
+            Key::ResponseFormat => F_RESPONSE_FORMAT,
+            Key::Text => F_TEXT,
             Key::Messages => F_MESSAGES,
             Key::Prompt => PROMPT_FIELDS.top,
+            Key::Suffix => F_SUFFIX,
             Key::Input if api == Api::Embeddings => EMBEDDINGS_FIELDS.top,
             Key::Input => F_RESPONSES_INPUT,
             Key::Instructions => F_INSTRUCTIONS,
@@ -310,6 +328,118 @@ impl<'de> DeserializeSeed<'de> for Skip<'_> {
     }
 }
 
+/// Walks any value like [`Skip`] (same depth limit) and measures its JSON text: the
+/// length of its minified form in characters, strings counted as decoded (so an escaped
+/// `arguments` string is not inflated by its escapes) and non-integer numbers as 8.
+/// `null` as the value itself (`top`) is absent and measures 0.
+pub(crate) struct JsonText<'c> {
+    depth: u32,
+    ctx: &'c Ctx,
+    top: bool,
+}
+
+/// Characters of a non-integer number in [`JsonText`] (its text is not kept).
+const FLOAT_CHARS: u64 = 8;
+
+impl<'c> JsonText<'c> {
+    /// A field value enclosed by `depth` containers.
+    pub(crate) fn top(depth: u32, ctx: &'c Ctx) -> JsonText<'c> {
+        JsonText {
+            depth,
+            ctx,
+            top: true,
+        }
+    }
+
+    fn inner(depth: u32, ctx: &'c Ctx) -> JsonText<'c> {
+        JsonText {
+            depth,
+            ctx,
+            top: false,
+        }
+    }
+}
+
+/// Decimal digits of `v`.
+fn digits(mut v: u64) -> u64 {
+    let mut n = 1;
+    while v >= 10 {
+        v /= 10;
+        n += 1;
+    }
+    n
+}
+
+fn chars_of(s: &str) -> u64 {
+    u64::try_from(s.chars().count()).unwrap_or(u64::MAX)
+}
+
+impl<'de> Visitor<'de> for JsonText<'_> {
+    type Value = u64;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<u64, E> {
+        Ok(if self.top { 0 } else { 4 })
+    }
+    fn visit_none<E: de::Error>(self) -> Result<u64, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+        self.deserialize(d)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<u64, E> {
+        Ok(if v { 4 } else { 5 })
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        Ok(digits(v.unsigned_abs()).saturating_add(u64::from(v < 0)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(digits(v))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<u64, E> {
+        Ok(FLOAT_CHARS)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+        Ok(chars_of(v).saturating_add(2))
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<u64, E> {
+        Ok(u64::try_from(v.len()).unwrap_or(u64::MAX).saturating_add(2))
+    }
+    #[inline(never)]
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+        let depth = self.ctx.enter(self.depth)?;
+        // `[` and `]`, then each element and the comma before all but the first.
+        let mut total: u64 = 1;
+        while let Some(n) = seq.next_element_seed(JsonText::inner(depth, self.ctx))? {
+            total = total.saturating_add(n).saturating_add(1);
+        }
+        Ok(total.max(2))
+    }
+    #[inline(never)]
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+        let depth = self.ctx.enter(self.depth)?;
+        let mut total: u64 = 1;
+        while let Some(key) = map.next_key_seed(CowStr)? {
+            let value = map.next_value_seed(JsonText::inner(depth, self.ctx))?;
+            // `"key":value` and a comma (or the closing brace).
+            total = total
+                .saturating_add(chars_of(&key))
+                .saturating_add(3)
+                .saturating_add(value)
+                .saturating_add(1);
+        }
+        Ok(total.max(2))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for JsonText<'_> {
+    type Value = u64;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
 /// The top-level request object.
 pub(crate) struct RequestSeed<'c> {
     pub api: Api,
@@ -359,9 +489,28 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
                 }
                 Key::MaxOutputTokens => out.max_output_tokens = ctx.tag(f, map.next_value())?,
                 Key::N => out.n = ctx.tag(f, map.next_value())?,
+                Key::BestOf => out.best_of = ctx.tag(f, map.next_value())?,
+                Key::Tools | Key::ToolChoice | Key::Functions
+                    if matches!(api, Api::ChatCompletions | Api::Responses) =>
+                {
+                    // Definitions the model reads: billed as prompt tokens.
+                    let chars = ctx.tag(f, json_text_value(&mut map, ctx))?;
+                    out.has_tools |= chars > 0;
+                    out.prompt.add_tokens(json_text_tokens(chars));
+                }
                 Key::Tools | Key::ToolChoice | Key::Functions => {
                     let present = ctx.tag(f, map.next_value_seed(Skip { depth: 1, ctx }))?;
                     out.has_tools |= present;
+                }
+                Key::ResponseFormat | Key::Text => {
+                    // A JSON schema the output must follow is part of the prompt.
+                    let chars = ctx.tag(f, json_text_value(&mut map, ctx))?;
+                    out.prompt.add_tokens(json_text_tokens(chars));
+                }
+                Key::Suffix => {
+                    if let Some(suffix) = ctx.tag(f, map.next_value_seed(OptStr))? {
+                        out.prompt.add_text(&suffix);
+                    }
                 }
                 Key::Messages => {
                     let prompt = &mut out.prompt;
@@ -393,6 +542,13 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
         }
         Ok(out)
     }
+}
+
+/// The next value of the body object measured by [`JsonText`]. Out of line, so the loop
+/// over the body's keys stays small for the requests that have none of these fields.
+#[inline(never)]
+fn json_text_value<'de, A: MapAccess<'de>>(map: &mut A, ctx: &Ctx) -> Result<u64, A::Error> {
+    map.next_value_seed(JsonText::top(1, ctx))
 }
 
 /// `stream_options`: yields `include_usage`.

@@ -346,7 +346,7 @@ fn each_route_kind_reads_its_own_prompt_field() {
             "/v1/completions",
             json!({"model":"llama3-8b","prompt":["abcd","efgh"],"max_tokens":7}),
             Some(Api::Completions),
-            Some(7),
+            Some(2 * 7), // two prompts, a completion each
         ),
         (
             "/v1/embeddings",

@@ -42,6 +42,7 @@ fn config_with(tenants: Vec<Value>, extra: Value) -> Config {
     let mut v = json!({
         "routes": [
             {"prefix": "/v1/chat/completions", "api": "chat_completions", "traffic_class": "interactive"},
+            {"prefix": "/v1/completions", "api": "completions", "traffic_class": "interactive"},
             {"prefix": "/v1/embeddings", "api": "embeddings", "traffic_class": "batch"},
             {"prefix": "/v1/models", "api": "none"}
         ],
@@ -222,6 +223,80 @@ fn estimate_covers_every_choice() {
         estimated_tokens(&cfg, &ex),
         PROMPT_EST + 2 * DEFAULT_COMPLETION
     );
+}
+
+/// A completions body with four 4-character prompts (1 token each).
+fn four_prompts(extra: Value) -> Value {
+    let mut body = json!({"model": "llama3-8b", "prompt": ["abcd", "efgh", "ijkl", "mnop"]});
+    if let (Some(obj), Some(more)) = (body.as_object_mut(), extra.as_object()) {
+        obj.extend(more.clone());
+    }
+    body
+}
+
+#[test]
+fn estimate_covers_every_prompt_and_best_of_candidate() {
+    let cfg = config(limited());
+    let path = "/v1/completions";
+    let (ex, _) = request(&cfg, path, Some(four_prompts(json!({"max_tokens": 10}))));
+    assert_eq!(estimated_tokens(&cfg, &ex), 4 + 4 * 10);
+    // Each prompt gets max(n, best_of) = 3 candidates, all generated and billed.
+    let body = four_prompts(json!({"max_tokens": 10, "n": 2, "best_of": 3}));
+    let (ex, _) = request(&cfg, path, Some(body));
+    assert_eq!(estimated_tokens(&cfg, &ex), 4 + 4 * 3 * 10);
+    let (ex, _) = request(&cfg, path, Some(four_prompts(json!({"best_of": 2}))));
+    assert_eq!(estimated_tokens(&cfg, &ex), 4 + 4 * 2 * DEFAULT_COMPLETION);
+    // One tokenized prompt is one prompt.
+    let body = json!({"model": "llama3-8b", "prompt": [1, 2, 3, 4, 5], "max_tokens": 10, "n": 2});
+    let (ex, _) = request(&cfg, path, Some(body));
+    assert_eq!(estimated_tokens(&cfg, &ex), 5 + 2 * 10);
+}
+
+#[test]
+fn the_true_upper_bound_is_refused_outright_when_over_the_burst() {
+    let cfg = config(limited()); // token burst 1000
+    let store = MemStore::new();
+    let path = "/v1/completions";
+    // 4 + 4 x 3 x 50 = 604 fits; one prompt with the same limit would cost 4 + 150.
+    let fits = four_prompts(json!({"max_tokens": 50, "n": 2, "best_of": 3}));
+    try_one(&cfg, &store, path, fits).unwrap();
+    // 4 + 4 x 3 x 90 = 1084 can never fit: 400, not a 429.
+    let body = four_prompts(json!({"max_tokens": 90, "n": 2, "best_of": 3}));
+    let (d, headers) = try_one(&cfg, &store, path, body).unwrap_err();
+    assert_eq!((d.status, d.reason), (400, "quota_tokens"));
+    assert_eq!(d.code, "quota_exceeds_burst");
+    assert!(
+        d.message.contains("1084") && d.message.contains("1000"),
+        "{}",
+        d.message
+    );
+    assert!(header(&headers, "x-ratelimit-limit-tokens").is_some());
+}
+
+#[test]
+fn tool_definitions_and_images_are_reserved() {
+    let cfg = config(limited());
+    let tools = json!([{"type": "function", "function": {"name": "lookup",
+        "description": "x".repeat(1_000), "parameters": {"type": "object"}}}]);
+    let chars = tools.to_string().len() as u64;
+    let (ex, _) = request(
+        &cfg,
+        "/v1/chat/completions",
+        Some(chat(json!({"max_tokens": 50, "tools": tools}))),
+    );
+    assert_eq!(
+        estimated_tokens(&cfg, &ex),
+        PROMPT_EST + chars.div_ceil(4) + 50
+    );
+    let image = json!([{"role": "user", "content": [
+        {"type": "text", "text": "hello gateway"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]);
+    let (ex, _) = request(
+        &cfg,
+        "/v1/chat/completions",
+        Some(chat(json!({"max_tokens": 50, "messages": image}))),
+    );
+    assert_eq!(estimated_tokens(&cfg, &ex), PROMPT_EST + 1445 + 50);
 }
 
 #[test]

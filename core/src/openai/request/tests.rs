@@ -84,7 +84,13 @@ fn chat_all_fields() {
     );
     // Raw (untrimmed) characters; tokens per piece: 6 + 2 + 4 + 1.
     assert_eq!(p.prompt_chars, 21 + 7 + 16 + 2);
-    assert_eq!(p.estimated_prompt_tokens, 6 + 2 + 4 + 1);
+    // Plus what is not prompt text: the names `"sys"` and `"bob"` (5 characters of JSON
+    // each: 2 tokens), a low-detail image (85), 3 bytes of audio (1), the refusal (1)
+    // and the tool calls' 71 characters of JSON (18).
+    assert_eq!(
+        p.estimated_prompt_tokens,
+        (6 + 2 + 4 + 1) + (2 + 2) + 85 + 1 + 1 + 18
+    );
 }
 
 #[test]
@@ -271,7 +277,13 @@ fn responses_input_shapes() {
         "Be brief.\nWhat is in this image?\nDescribe\nA cat."
     );
     assert_eq!(p.prompt_chars, 11 + 24 + 8 + 6);
-    assert_eq!(p.estimated_prompt_tokens, 3 + 6 + 2 + 2);
+    // Plus an image of unknown detail (1445), the file by id (not visible: 0), the
+    // function call's name and arguments (1 + 1), its output (1) and the tools' 32
+    // characters of JSON (8); the reasoning summary is not read.
+    assert_eq!(
+        p.estimated_prompt_tokens,
+        (3 + 6 + 2 + 2) + 1445 + 1 + 1 + 1 + 8
+    );
 
     let p = ok(api, r#"{"model":"m","instructions":null,"input":null}"#);
     assert_eq!(p.estimated_prompt_tokens, 1);
@@ -871,5 +883,486 @@ fn the_normal_form_check_agrees_with_the_definition_at_every_offset() {
             let s = format!("{}{base}z", "q ".repeat(pad));
             assert_eq!(is_normalized(&s), reference(&s), "{s:?}");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Every billable input counts toward the estimate (rules in `estimate.rs`)
+
+/// The estimate of a chat body with these `messages` and top-level `extra` fields.
+fn chat_estimate(messages: serde_json::Value, extra: serde_json::Value) -> u64 {
+    let mut body = serde_json::json!({"model": "m", "messages": messages});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    ok(CHAT, &body.to_string()).estimated_prompt_tokens
+}
+
+/// Characters of `v`'s minified JSON.
+fn json_chars(v: &serde_json::Value) -> u64 {
+    v.to_string().chars().count() as u64
+}
+
+const HELLO: &str = r#"[{"role":"user","content":"Hello"}]"#;
+
+fn hello() -> serde_json::Value {
+    serde_json::from_str(HELLO).unwrap()
+}
+
+#[test]
+fn definitions_count_as_their_json_text() {
+    let base = chat_estimate(hello(), serde_json::json!({}));
+    assert_eq!(base, 2);
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            "days": {"type": "integer", "minimum": 1, "maximum": 16, "nullable": null},
+            "strict": {"type": "boolean", "default": false, "x": true, "offset": -12}
+        },
+        "required": ["city"],
+        "additionalProperties": false
+    });
+    let tools = serde_json::json!([{"type": "function", "function": {
+        "name": "get_weather", "description": "Get the current weather", "parameters": schema}}]);
+    let functions = serde_json::json!([{"name": "get_weather", "parameters": schema}]);
+    let choice = serde_json::json!({"type": "function", "function": {"name": "get_weather"}});
+    let format = serde_json::json!({"type": "json_schema",
+        "json_schema": {"name": "weather", "schema": schema, "strict": true}});
+    for (field, value) in [
+        ("tools", tools),
+        ("functions", functions),
+        ("tool_choice", choice),
+        ("response_format", format),
+    ] {
+        // Exactly the minified length (no escapes, no fractions), four characters a token.
+        let expect = base + json_chars(&value).div_ceil(4);
+        let got = chat_estimate(hello(), serde_json::json!({ field: value }));
+        assert_eq!(got, expect, "{field}");
+    }
+    // `"auto"` is 6 characters of JSON: 2 tokens.
+    assert_eq!(
+        chat_estimate(hello(), serde_json::json!({"tool_choice": "auto"})),
+        base + 2
+    );
+    // Pretty-printing does not change the count; escapes and fractions are approximate.
+    let pretty = format!(
+        r#"{{"model":"m","messages":{HELLO},"tools":
+        [ {{ "type" : "function" }} ]}}"#
+    );
+    assert_eq!(
+        ok(CHAT, &pretty).estimated_prompt_tokens,
+        base + json_chars(&serde_json::json!([{"type": "function"}])).div_ceil(4)
+    );
+    // Null is absent.
+    assert_eq!(
+        chat_estimate(hello(), serde_json::json!({"tools": null})),
+        base
+    );
+    // A big definition is not `ceil(1/4)`: 40,000 characters of description.
+    let big = serde_json::json!([{"type": "function", "function": {"name": "f",
+        "description": "d".repeat(40_000)}}]);
+    assert!(chat_estimate(hello(), serde_json::json!({"tools": big})) > 10_000);
+}
+
+#[test]
+fn responses_definitions_count_too() {
+    let api = Api::Responses;
+    let base = ok(api, r#"{"model":"m","input":"Hello"}"#).estimated_prompt_tokens;
+    let tools = r#"[{"type":"function","name":"get_weather","parameters":{"type":"object"}}]"#;
+    let text = r#"{"format":{"type":"json_schema","name":"w","schema":{"type":"object"}}}"#;
+    let body = format!(r#"{{"model":"m","input":"Hello","tools":{tools},"text":{text}}}"#);
+    let p = ok(api, &body);
+    assert_eq!(
+        p.estimated_prompt_tokens,
+        base + (tools.len() as u64).div_ceil(4) + (text.len() as u64).div_ceil(4)
+    );
+    // Embeddings and completions have no definitions the model reads.
+    let body = format!(r#"{{"model":"m","input":"Hello","tools":{tools}}}"#);
+    let e = ok(Api::Embeddings, &body);
+    assert_eq!(e.estimated_prompt_tokens, 2);
+}
+
+#[test]
+fn names_tool_calls_and_results_count() {
+    let base = chat_estimate(hello(), serde_json::json!({}));
+    let args = serde_json::json!({"location": "Paris", "notes": "x".repeat(400)}).to_string();
+    let calls = serde_json::json!([{"id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": args}}]);
+    let mut msgs = hello();
+    msgs.as_array_mut().unwrap().extend([
+        serde_json::json!({"role": "assistant", "content": null, "tool_calls": calls}),
+        serde_json::json!({"role": "tool", "tool_call_id": "call_1", "content": "22 degrees"}),
+    ]);
+    // The arguments string counts decoded (its escaped quotes are not doubled).
+    let calls_chars = json_chars(&calls) - (json_chars(&serde_json::json!(args)) - 2)
+        + args.chars().count() as u64;
+    assert_eq!(
+        chat_estimate(msgs, serde_json::json!({})),
+        base + calls_chars.div_ceil(4) + 3 // "22 degrees"
+    );
+    // Legacy `function_call` and a function result message.
+    let call = serde_json::json!({"name": "f", "arguments": "{\"a\":1}"});
+    let msgs = serde_json::json!([
+        {"role": "assistant", "content": null, "function_call": call},
+        {"role": "function", "name": "f", "content": "done"}
+    ]);
+    // `{"name":"f","arguments":"{"a":1}"}`: 34 characters (9 tokens); `"f"` 3 (1);
+    // "done" 1.
+    assert_eq!(chat_estimate(msgs, serde_json::json!({})), 9 + 1 + 1);
+    // A message name and a refusal.
+    let msgs = serde_json::json!([
+        {"role": "user", "name": "a-rather-long-user-name", "content": "Hello"},
+        {"role": "assistant", "refusal": "I cannot help with that.", "content": null}
+    ]);
+    assert_eq!(chat_estimate(msgs, serde_json::json!({})), 2 + 7 + 7);
+}
+
+#[test]
+fn extra_inputs_leave_the_fingerprinted_prompt_alone() {
+    let plain = ok(
+        CHAT,
+        r#"{"model":"m","messages":[{"role":"user","content":"Hi  there"}]}"#,
+    );
+    let rich = ok(
+        CHAT,
+        r#"{"model":"m","tools":[{"type":"function","function":{"name":"f"}}],
+            "response_format":{"type":"json_object"},
+            "messages":[{"role":"user","name":"bob","content":[
+                {"type":"text","text":"Hi  there"},
+                {"type":"image_url","image_url":{"url":"https://x/y.png"}}]},
+              {"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}]}"#,
+    );
+    assert_eq!(
+        rich.normalized_prompt_string(),
+        plain.normalized_prompt_string()
+    );
+    assert_eq!(rich.prompt_pieces(), plain.prompt_pieces());
+    assert_eq!(rich.prompt_chars, plain.prompt_chars);
+    assert!(rich.estimated_prompt_tokens > plain.estimated_prompt_tokens + 1445);
+}
+
+#[test]
+fn images_cost_by_detail() {
+    let image = |part: serde_json::Value| {
+        let msgs = serde_json::json!([{"role": "user", "content": [part]}]);
+        chat_estimate(msgs, serde_json::json!({}))
+    };
+    let url = "data:image/png;base64,".to_string() + &"A".repeat(100_000);
+    assert_eq!(
+        image(serde_json::json!({"type": "image_url", "image_url": {"url": url, "detail": "low"}})),
+        85
+    );
+    for detail in [
+        serde_json::json!("high"),
+        serde_json::json!("auto"),
+        serde_json::Value::Null,
+    ] {
+        let part = serde_json::json!({"type": "image_url",
+            "image_url": {"detail": detail, "url": "https://example.com/a.png"}});
+        assert_eq!(image(part), 1445, "{detail}");
+    }
+    // No detail at all, and `type` after the image.
+    assert_eq!(
+        image(serde_json::json!({"image_url": {"url": "https://x/a.png"}, "type": "image_url"})),
+        1445
+    );
+    // Responses: `input_image` with a URL string and a part-level detail.
+    let api = Api::Responses;
+    let body = r#"{"model":"m","input":[{"role":"user","content":[
+        {"type":"input_image","image_url":"https://x/a.png","detail":"low"},
+        {"type":"input_image","file_id":"file-1"},
+        {"type":"input_image","detail":"high","image_url":"https://x/b.png"}]}]}"#;
+    assert_eq!(ok(api, body).estimated_prompt_tokens, 85 + 1445 + 1445);
+    // An image without the image type (or a part without type) costs nothing of the kind.
+    assert_eq!(
+        image(serde_json::json!({"type": "text", "text": "abcd", "image_url": {"detail": "low"}})),
+        1
+    );
+}
+
+#[test]
+fn audio_costs_by_duration() {
+    use base64::Engine;
+    // One second of 24 kHz 16-bit mono WAV (the 44-byte header and 48,000 bytes).
+    let mut wav = b"RIFF\x00\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\xc0\x5d\x00\x00\x80\xbb\x00\x00\x02\x00\x10\x00data".to_vec();
+    wav.extend_from_slice(&48_000u32.to_le_bytes());
+    wav.resize(44 + 48_000, 0);
+    let data = base64::engine::general_purpose::STANDARD.encode(&wav);
+    let part =
+        serde_json::json!({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}});
+    let msgs = serde_json::json!([{"role": "user", "content": [part]}]);
+    assert_eq!(chat_estimate(msgs, serde_json::json!({})), 33);
+    // 40,000 bytes of MP3: ten seconds at 32 kbit/s at most.
+    let mp3 = base64::engine::general_purpose::STANDARD.encode(vec![0xffu8; 40_000]);
+    let part =
+        serde_json::json!({"input_audio": {"format": "mp3", "data": mp3}, "type": "input_audio"});
+    let msgs = serde_json::json!([{"role": "user", "content": [part]}]);
+    assert_eq!(chat_estimate(msgs, serde_json::json!({})), 320);
+}
+
+#[test]
+fn inline_files_cost_by_size() {
+    use base64::Engine;
+    let pdf = "data:application/pdf;base64,".to_string()
+        + &base64::engine::general_purpose::STANDARD.encode(vec![b'%'; 8_000]);
+    let msgs = serde_json::json!([{"role": "user", "content": [
+        {"type": "file", "file": {"filename": "a.pdf", "file_data": pdf}},
+        {"type": "file", "file": {"file_id": "file-abc"}}
+    ]}]);
+    assert_eq!(chat_estimate(msgs, serde_json::json!({})), 2_000);
+    let body = serde_json::json!({"model": "m", "input": [{"role": "user", "content": [
+        {"type": "input_file", "filename": "a.pdf", "file_data": pdf},
+        {"type": "input_file", "file_url": "https://x/a.pdf"}
+    ]}]});
+    assert_eq!(
+        ok(Api::Responses, &body.to_string()).estimated_prompt_tokens,
+        2_000
+    );
+}
+
+#[test]
+fn responses_tool_outputs_count() {
+    let body = serde_json::json!({"model": "m", "input": [
+        {"type": "function_call_output", "call_id": "c", "output": "x".repeat(400)},
+        {"type": "function_call_output", "call_id": "d", "output": [
+            {"type": "input_text", "text": "abcdefgh"},
+            {"type": "input_image", "image_url": "https://x/a.png", "detail": "low"}]},
+        {"type": "computer_call_output", "call_id": "e",
+         "output": {"type": "computer_screenshot", "image_url": "data:image/png;base64,AAAA"}},
+        {"type": "custom_tool_call", "call_id": "f", "name": "sql", "input": "SELECT 1"}
+    ]});
+    let body = body.to_string();
+    let p = ok(Api::Responses, &body);
+    // 100 + (2 + 85) + 1445 + (`"sql"` 2 + `"SELECT 1"` 3); none of it is fingerprinted.
+    assert_eq!(p.estimated_prompt_tokens, 100 + 2 + 85 + 1445 + 2 + 3);
+    assert_eq!(p.prompt_pieces(), 0);
+}
+
+#[test]
+fn completions_count_every_prompt_and_the_suffix() {
+    let api = Api::Completions;
+    let p = ok(api, r#"{"model":"m","prompt":"abcd"}"#);
+    assert_eq!((p.prompts, p.estimated_prompt_tokens), (1, 1));
+    let p = ok(
+        api,
+        r#"{"model":"m","prompt":["abcd","efgh","ijkl","mnopq"]}"#,
+    );
+    assert_eq!((p.prompts, p.estimated_prompt_tokens), (4, 1 + 1 + 1 + 2));
+    // One tokenized prompt; a list of tokenized prompts; token arrays count exactly.
+    let p = ok(api, r#"{"model":"m","prompt":[1,2,3,4,5,6,7]}"#);
+    assert_eq!((p.prompts, p.estimated_prompt_tokens), (1, 7));
+    let p = ok(api, r#"{"model":"m","prompt":[[1,2,3],[4],[5,6,7,8,9]]}"#);
+    assert_eq!((p.prompts, p.estimated_prompt_tokens), (3, 9));
+    let p = ok(api, r#"{"model":"m","prompt":["abcd",[1,2]]}"#);
+    assert_eq!((p.prompts, p.estimated_prompt_tokens), (2, 1 + 2));
+    // Absent or empty: the model still completes one (empty) prompt.
+    for body in [
+        r#"{"model":"m"}"#,
+        r#"{"model":"m","prompt":[]}"#,
+        r#"{"model":"m","prompt":null}"#,
+    ] {
+        assert_eq!(ok(api, body).prompts, 1, "{body}");
+    }
+    // `suffix` is input too.
+    let p = ok(api, r#"{"model":"m","prompt":"abcd","suffix":"efghijkl"}"#);
+    assert_eq!(p.estimated_prompt_tokens, 1 + 2);
+    assert_eq!(p.normalized_prompt_string(), "abcd");
+    let p = ok(api, r#"{"model":"m","prompt":"abcd","suffix":null}"#);
+    assert_eq!(p.estimated_prompt_tokens, 1);
+    // Other APIs: one prompt, and `suffix` / `best_of` are not theirs.
+    let p = ok(CHAT, r#"{"model":"m","suffix":"efghijkl","best_of":"x"}"#);
+    assert_eq!(
+        (p.prompts, p.best_of, p.estimated_prompt_tokens),
+        (1, None, 1)
+    );
+    let p = ok(Api::Embeddings, r#"{"model":"m","input":["a","b","c"]}"#);
+    assert_eq!((p.prompts, p.generated_choices()), (1, 1));
+}
+
+#[test]
+fn generated_choices_multiply_prompts_by_choices() {
+    let api = Api::Completions;
+    let choices = |body: &str| ok(api, body).generated_choices();
+    assert_eq!(choices(r#"{"model":"m","prompt":"a"}"#), 1);
+    assert_eq!(choices(r#"{"model":"m","prompt":"a","n":3}"#), 3);
+    assert_eq!(choices(r#"{"model":"m","prompt":"a","best_of":5}"#), 5);
+    assert_eq!(
+        choices(r#"{"model":"m","prompt":"a","n":2,"best_of":3}"#),
+        3
+    );
+    assert_eq!(
+        choices(r#"{"model":"m","prompt":"a","n":3,"best_of":3}"#),
+        3
+    );
+    assert_eq!(
+        choices(r#"{"model":"m","prompt":["a","b","c","d"],"n":2,"best_of":3}"#),
+        12
+    );
+    assert_eq!(choices(r#"{"model":"m","prompt":[[1],[2]],"n":4}"#), 8);
+    // `n: 0` still generates one.
+    assert_eq!(choices(r#"{"model":"m","prompt":"a","n":0}"#), 1);
+    assert_eq!(
+        choices(r#"{"model":"m","prompt":["a","b"],"n":18446744073709551615}"#),
+        u64::MAX
+    );
+    assert_eq!(ok(CHAT, r#"{"model":"m","n":4}"#).generated_choices(), 4);
+    assert_eq!(ok(CHAT, r#"{"model":"m"}"#).generated_choices(), 1);
+    assert_eq!(
+        ok(Api::Responses, r#"{"model":"m","input":"x"}"#).generated_choices(),
+        1
+    );
+}
+
+#[test]
+fn best_of_is_validated_as_openai_does() {
+    let api = Api::Completions;
+    let e = err(api, br#"{"model":"m","prompt":"a","n":3,"best_of":2}"#);
+    assert_eq!(
+        (e.kind, e.field, e.code()),
+        (
+            BodyErrorKind::InvalidValue,
+            Some("best_of"),
+            "invalid_value"
+        )
+    );
+    assert_eq!(
+        e.message(),
+        "`best_of` must be greater than or equal to `n`"
+    );
+    // Against the default n of 1.
+    assert_eq!(
+        err(api, br#"{"model":"m","best_of":0}"#).code(),
+        "invalid_value"
+    );
+    let e = err(
+        api,
+        br#"{"model":"m","prompt":"a","best_of":2,"stream":true}"#,
+    );
+    assert_eq!((e.field, e.code()), (Some("best_of"), "invalid_value"));
+    assert_eq!(e.message(), "`best_of` must be 1 when `stream` is true");
+    // best_of 1 streams; null is absent.
+    assert_eq!(
+        ok(api, r#"{"model":"m","best_of":1,"stream":true}"#).best_of,
+        Some(1)
+    );
+    assert_eq!(
+        ok(api, r#"{"model":"m","best_of":null,"n":4}"#).best_of,
+        None
+    );
+    wrong(api, r#"{"model":"m","best_of":1.5}"#, "best_of");
+    wrong(api, r#"{"model":"m","best_of":"3"}"#, "best_of");
+    wrong(api, r#"{"model":"m","best_of":-1}"#, "best_of");
+    wrong(api, r#"{"model":"m","suffix":1}"#, "suffix");
+    assert_eq!(
+        err(api, br#"{"model":"m","best_of":2,"best_of":3}"#).code(),
+        "duplicate_field"
+    );
+    // Token arrays hold non-negative integers only.
+    wrong(api, r#"{"model":"m","prompt":[1.5]}"#, "prompt[]");
+    wrong(api, r#"{"model":"m","prompt":[[1,2.0]]}"#, "prompt[][]");
+    wrong(api, r#"{"model":"m","prompt":[[1,-2]]}"#, "prompt[][]");
+    wrong(api, r#"{"model":"m","prompt":[[1,null]]}"#, "prompt[][]");
+}
+
+#[test]
+fn media_fields_are_type_checked() {
+    let part =
+        |p: &str| format!(r#"{{"model":"m","messages":[{{"role":"user","content":[{p}]}}]}}"#);
+    wrong(
+        CHAT,
+        &part(r#"{"type":"image_url","image_url":5}"#),
+        "messages[].content[].image_url",
+    );
+    wrong(
+        CHAT,
+        &part(r#"{"type":"image_url","image_url":{"url":"u","detail":1}}"#),
+        "messages[].content[].image_url.detail",
+    );
+    wrong(
+        CHAT,
+        &part(r#"{"type":"input_audio","input_audio":"AAAA"}"#),
+        "messages[].content[].input_audio",
+    );
+    wrong(
+        CHAT,
+        &part(r#"{"type":"input_audio","input_audio":{"data":[1]}}"#),
+        "messages[].content[].input_audio.data",
+    );
+    wrong(
+        CHAT,
+        &part(r#"{"type":"file","file":{"file_data":7}}"#),
+        "messages[].content[].file.file_data",
+    );
+    wrong(
+        CHAT,
+        &part(r#"{"type":"refusal","refusal":{}}"#),
+        "messages[].content[].refusal",
+    );
+    wrong(
+        Api::Responses,
+        r#"{"model":"m","input":[{"content":[{"type":"input_image","detail":false}]}]}"#,
+        "input[].content[].detail",
+    );
+    wrong(
+        Api::Responses,
+        r#"{"model":"m","input":[{"type":"function_call_output","output":[{"type":"input_text","text":3}]}]}"#,
+        "input[].output[].text",
+    );
+    // Unread shapes stay unchecked: other keys of an image, any `name` / `tool_calls`.
+    assert!(parse_request(
+        CHAT,
+        part(r#"{"type":"image_url","image_url":{"url":7,"x":[]}}"#).as_bytes()
+    )
+    .is_ok());
+    assert!(parse_request(
+        CHAT,
+        br#"{"model":"m","messages":[{"role":"user","name":7,"tool_calls":{"a":[1.5,true]}}]}"#
+    )
+    .is_ok());
+}
+
+#[test]
+fn new_fields_keep_the_nesting_limit_exact() {
+    let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let cases = [
+        (CHAT, r#"{"model":"m","tools":"#, "}", 1),
+        (CHAT, r#"{"model":"m","response_format":{"x":"#, "}}", 2),
+        (CHAT, r#"{"model":"m","messages":[{"tool_calls":"#, "}]}", 3),
+        (
+            CHAT,
+            r#"{"model":"m","messages":[{"content":[{"type":"image_url","image_url":{"x":"#,
+            "}}]}]}",
+            6,
+        ),
+        (
+            CHAT,
+            r#"{"model":"m","messages":[{"content":[{"type":"input_audio","input_audio":{"x":"#,
+            "}}]}]}",
+            6,
+        ),
+        (
+            Api::Responses,
+            r#"{"model":"m","input":[{"output":{"type":"x","x":"#,
+            "}}]}",
+            4,
+        ),
+        (
+            Api::Responses,
+            r#"{"model":"m","input":[{"output":[{"type":"x","x":"#,
+            "}]}]}",
+            5,
+        ),
+    ];
+    for (api, head, tail, enclosing) in cases {
+        let fits = format!("{head}{}{tail}", nest(100 - enclosing));
+        assert!(parse_request(api, fits.as_bytes()).is_ok(), "{head}");
+        let too_deep = format!("{head}{}{tail}", nest(101 - enclosing));
+        assert_eq!(
+            err(api, too_deep.as_bytes()).kind,
+            BodyErrorKind::TooDeep,
+            "{head}"
+        );
     }
 }
