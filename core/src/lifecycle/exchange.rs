@@ -543,7 +543,7 @@ impl Exchange {
     ///   the prompt and of what was streamed;
     /// - an error status from the backend itself (`via_upstream`) without usage: nothing,
     ///   and nothing when Envoy says no backend got the request (no healthy upstream,
-    ///   connection failure, overflow);
+    ///   connection failure, overflow) or a filter after this one answered (a rate limit);
     /// - otherwise (client abort, upstream timeout or reset after the request left):
     ///   the estimate, at least the prompt, since the backend may have done the work.
     pub fn billable(&self, cfg: &Config, end: &End) -> Option<(Usage, bool)> {
@@ -560,8 +560,11 @@ impl Exchange {
                 .saturating_sub(self.estimated_prompt_tokens.unwrap_or(0));
             return self.estimate(completion);
         }
-        if !success && (end.code_details == Some("via_upstream") || never_reached(end.code_details))
-        {
+        let ended_by_envoy = status.is_some() && !success;
+        if ended_by_envoy && !upstream_was_sent(end.code_details) {
+            return None;
+        }
+        if status.is_none() && end.code_details.is_some_and(never_reached) {
             return None;
         }
         let streamed = match &self.scan {
@@ -728,16 +731,21 @@ impl Exchange {
     }
 }
 
-/// Envoy's code details for a request no backend received.
-fn never_reached(details: Option<&str>) -> bool {
-    details.is_some_and(|d| {
-        d.starts_with("no_healthy_upstream")
-            || d.starts_with("cluster_not_found")
-            || d.starts_with("route_not_found")
-            || d.starts_with("maintenance_mode")
-            || d.contains("connection_failure")
-            || d.contains("overflow")
-    })
+/// Envoy's code details for a request no backend received (no healthy host, a connection
+/// that never opened, a circuit breaker).
+fn never_reached(d: &str) -> bool {
+    d.contains("connection_failure") || d.contains("overflow") || d.starts_with("no_healthy")
+}
+
+/// For an error status Envoy (not the backend) answered: did the upstream request leave?
+/// Envoy's upstream failures are timeouts (`response_timeout`, `upstream_per_try_timeout`)
+/// and resets (`upstream_reset_*`); anything else is a local reply of a filter after this
+/// one (`request_rate_limited`, `ext_authz_denied`, `route_not_found`, ...) or the
+/// backend's own answer (`via_upstream`): no work was done, or the backend said so.
+/// Unknown details count as sent.
+fn upstream_was_sent(details: Option<&str>) -> bool {
+    details
+        .is_none_or(|d| (d.starts_with("upstream_") || d.contains("timeout")) && !never_reached(d))
 }
 
 /// Traffic class from the route's class and the body: streams are `streaming`, requests

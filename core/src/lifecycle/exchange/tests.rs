@@ -1304,7 +1304,7 @@ fn billing_once_forwarded_follows_who_ended_the_request() {
     assert!(ex.needs_code_details());
     // Envoy's own upstream timeout or reset: the backend may have worked.
     assert_eq!(
-        billed(&ex, &c, Some(504), Some("upstream_response_timeout")),
+        billed(&ex, &c, Some(504), Some("response_timeout")),
         Some(prompt)
     );
     assert_eq!(
@@ -1322,6 +1322,12 @@ fn billing_once_forwarded_follows_who_ended_the_request() {
         billed(&ex, &c, Some(503), Some("no_healthy_upstream")),
         None
     );
+    // A filter after this one answered (Envoy's global rate limit): no backend worked.
+    assert_eq!(
+        billed(&ex, &c, Some(429), Some("request_rate_limited")),
+        None
+    );
+    assert_eq!(billed(&ex, &c, Some(404), Some("route_not_found")), None);
     assert_eq!(
         billed(
             &ex,
