@@ -25,6 +25,7 @@ LABELS = {
     "ai_gateway_cost_usd_micros_total": ("tenant", "model_route"),
     "ai_gateway_quota_rejections_total": ("tenant", "kind"),
     "ai_gateway_auth_denials_total": ("reason",),
+    "ai_gateway_wasm_memory_bytes": ("vm",),
 }
 
 
@@ -147,6 +148,17 @@ def test_denials_are_counted_by_reason_and_kind(run):
     assert m["ai_gateway_auth_denials_total"] == {
         ("missing_credentials",): 2.0, ("invalid_credentials",): 1.0, ("route_forbidden",): 1.0}
     assert m["ai_gateway_quota_rejections_total"] == {("tenant-b", "requests"): 2.0}
+
+
+def test_each_vm_reports_its_linear_memory(run):
+    topo, _, _, m = run
+    active = [l for l in topo.admin("/stats?filter=wasm.envoy.wasm.runtime.v8.active").splitlines() if l]
+    assert len(active) == 1, active
+    vms = int(active[0].rsplit(": ", 1)[1])
+    mem = m["ai_gateway_wasm_memory_bytes"]
+    # Ordinals 0..N-1, one per VM Envoy started (two on the main thread, one per worker).
+    assert sorted(int(k[0]) for k in mem) == list(range(vms)) and vms == 2 + 2
+    assert all(v >= 65536 and v % 65536 == 0 for v in mem.values()), mem
 
 
 def test_random_models_and_keys_create_no_series(run):
