@@ -176,3 +176,19 @@ def test_random_models_and_keys_create_no_series(run):
         assert after[name] == before[name], name
     text = topo.admin("/stats/prometheus")
     assert "random-model-" not in text and "sk-random-" not in text
+
+
+def test_the_memory_gauge_follows_a_vm_that_grows(run):
+    """A 2 MB body makes the VM that reads it grow; its gauge shows that at a later tick
+    (100 ms with the demo's header hold). The wait for the tick is bounded."""
+    topo = run[0]
+    before = scrape_once(topo)["ai_gateway_wasm_memory_bytes"]
+    big = chat_body("word " * 400_000)
+    assert call(topo, "/v1/chat/completions", big).status_code == 200
+    deadline = time.time() + 10
+    grown = {}
+    while not grown and time.time() < deadline:
+        time.sleep(0.1)
+        after = scrape_once(topo)["ai_gateway_wasm_memory_bytes"]
+        grown = {vm: v for vm, v in after.items() if v >= before[vm] + 1_000_000}
+    assert len(grown) == 1, (before, after)
