@@ -22,7 +22,7 @@ The access log has one line per request Envoy logged, `<x-request-id> <status> <
 has none, so a missing record shows up as a line, not as a silent gap.
 
     .venv/bin/python -m bench.soak [--requests 1000000] [--max-seconds 840] [--quick]
-        [--interval 5] [--concurrency 2] [--wrk-threads 2] [--connections 16]
+        [--interval 5] [--concurrency 4] [--wrk-threads 2] [--connections 32]
         [--abort-rate 20]
 
 Writes bench/soak.md and bench/soak_samples.csv (--quick: bench/out/soak-quick.*);
@@ -694,7 +694,9 @@ def write_md(path, csv_path, res, v, command, machine):
         fl = ", ".join(f"{s}: {n:,}" for s, n in sorted(p["flags"].items()))
         L.append(f"| {p['label']} | {p['sent']:,} | {p['lines']:,} | {p['records']:,} | {st} | {fl} |")
     L.append("")
-    L.append(f"wrk: {wrk['errors']} socket errors/timeouts (`status` counts answers ≥ 400, expected here); "
+    e = wrk["errors"]
+    L.append(f"wrk: {e['connect']} connect, {e['read']} read, {e['write']} write errors and {e['timeout']} "
+             f"timeouts; {e['status']:,} answers ≥ 400 (the denials, expected); "
              f"latency p50 {wrk['latency_us']['p50'] / 1000:.1f} ms, p99 {wrk['latency_us']['p99'] / 1000:.1f} ms "
              f"(under {a['connections']} connections, with every process on the same 2 cores). "
              f"Aborts not made as intended: {res['aborts_failed'] or 'none'}.\n")
@@ -747,9 +749,10 @@ def main(argv=None):
     p.add_argument("--max-seconds", type=float, default=float(env("SOAK_SECONDS") or 840),
                    help="upper bound of the load phase (env SOAK_SECONDS)")
     p.add_argument("--interval", type=float, default=float(env("SOAK_INTERVAL") or 5))
-    p.add_argument("--concurrency", type=int, default=2, help="Envoy workers")
+    p.add_argument("--concurrency", type=int, default=4,
+                   help="Envoy workers: two per core, so the soak keeps its share of a shared machine")
     p.add_argument("--wrk-threads", type=int, default=2)
-    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--connections", type=int, default=32)
     p.add_argument("--abort-rate", type=float, default=20.0, help="client aborts per second")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 20,000 requests, at most 120 s, samples every 2 s, "
