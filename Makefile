@@ -39,7 +39,8 @@ export GATEWAY_PORT ADMIN_PORT PLUGIN_CONFIG LOG_DIR ENVOY_CONCURRENCY MOCK_BASE
 PYTEST_ARGS ?=
 
 .PHONY: build mock ratelimit wasm-target deps venv apt-deps test unit lint integration demo dist clean \
-        envoy-yaml bench fuzz manifests image push bench-deps bench-crates meter meter-budgets
+        envoy-yaml bench fuzz manifests image push bench-deps bench-crates meter meter-budgets \
+        soak soak-deps
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -208,6 +209,23 @@ bench-crates: wasm-target
 bench: bench-deps $(VENV)/.bench-stamp build mock bench-crates
 	cargo build -q -p meter
 	$(PY) -m bench.run_bench $(BENCH_ARGS)
+
+# make soak (not part of make test): a mixed run of SOAK_REQUESTS requests (default
+# 1,000,000, at most SOAK_SECONDS, default 840) plus client aborts against Envoy with the
+# filter, sampling Envoy's RSS and each Wasm VM's memory; writes bench/soak.md and
+# bench/soak_samples.csv. SOAK_ARGS=--quick is a smoke run (results in bench/out/).
+SOAK_ARGS ?=
+
+# wrk (Debian) drives the soak's load.
+soak-deps:
+	@if ! command -v wrk >/dev/null; then \
+	  echo "installing Debian packages: wrk"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
+	    || { echo "apt-get install wrk failed (run as root or install it)"; exit 1; }; \
+	fi
+
+soak: soak-deps venv build mock
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 fuzz:
 	@rustup toolchain list | grep -q '^nightly' || { echo "make fuzz needs the nightly toolchain (rustup toolchain install nightly)"; exit 1; }

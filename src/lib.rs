@@ -10,6 +10,7 @@
 //! - `effects`: carries out a plan.
 //! - `worker`, `store`, `metrics`, `logger`: the per-worker hold watch, shared data as the
 //!   quota store, metric ids, the `log` backend.
+//! - `vm_memory`: the per-VM linear memory gauge.
 //! - `wire`: the Proxy-Wasm map and path encodings (pure, tested natively).
 
 pub mod wire;
@@ -28,6 +29,8 @@ mod metrics;
 mod root;
 #[cfg(target_arch = "wasm32")]
 mod store;
+#[cfg(target_arch = "wasm32")]
+mod vm_memory;
 #[cfg(target_arch = "wasm32")]
 mod worker;
 

@@ -14,7 +14,7 @@ use proxy_wasm::types::ContextType;
 
 use crate::abi;
 use crate::http::Http;
-use crate::worker;
+use crate::{vm_memory, worker};
 
 #[derive(Default)]
 pub struct Root {
@@ -42,8 +42,13 @@ impl RootContext for Root {
                 if abi::set_tick_period_ms(tick_period_ms(&cfg)).is_err() {
                     log::warn!("no timer: held requests cannot time out on this worker");
                 }
+                // The memory gauge's own tick, only when the hold watch arms none.
+                if tick_period_ms(&cfg) == 0 {
+                    let _ = abi::set_tick_period_ms(vm_memory::TICK_MS);
+                }
                 // Requests in flight keep the configuration they started with.
                 self.config = Some(Arc::new(cfg));
+                vm_memory::report();
                 true
             }
             Err(msg) => {
@@ -59,6 +64,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        vm_memory::report();
         let Some(cfg) = &self.config else {
             return;
         };

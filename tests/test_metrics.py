@@ -25,6 +25,7 @@ LABELS = {
     "ai_gateway_cost_usd_micros_total": ("tenant", "model_route"),
     "ai_gateway_quota_rejections_total": ("tenant", "kind"),
     "ai_gateway_auth_denials_total": ("reason",),
+    "ai_gateway_wasm_memory_bytes": ("vm",),
 }
 
 
@@ -149,6 +150,17 @@ def test_denials_are_counted_by_reason_and_kind(run):
     assert m["ai_gateway_quota_rejections_total"] == {("tenant-b", "requests"): 2.0}
 
 
+def test_each_vm_reports_its_linear_memory(run):
+    topo, _, _, m = run
+    active = [l for l in topo.admin("/stats?filter=wasm.envoy.wasm.runtime.v8.active").splitlines() if l]
+    assert len(active) == 1, active
+    vms = int(active[0].rsplit(": ", 1)[1])
+    mem = m["ai_gateway_wasm_memory_bytes"]
+    # Ordinals 0..N-1, one per VM Envoy started (two on the main thread, one per worker).
+    assert sorted(int(k[0]) for k in mem) == list(range(vms)) and vms == 2 + 2
+    assert all(v >= 65536 and v % 65536 == 0 for v in mem.values()), mem
+
+
 def test_random_models_and_keys_create_no_series(run):
     topo, _, _, _ = run
     # One of each first: the first refusal of a kind creates its (bounded) series.
@@ -164,3 +176,19 @@ def test_random_models_and_keys_create_no_series(run):
         assert after[name] == before[name], name
     text = topo.admin("/stats/prometheus")
     assert "random-model-" not in text and "sk-random-" not in text
+
+
+def test_the_memory_gauge_follows_a_vm_that_grows(run):
+    """A 2 MB body makes the VM that reads it grow; its gauge shows that at a later tick
+    (100 ms with the demo's header hold). The wait for the tick is bounded."""
+    topo = run[0]
+    before = scrape_once(topo)["ai_gateway_wasm_memory_bytes"]
+    big = chat_body("word " * 400_000)
+    assert call(topo, "/v1/chat/completions", big).status_code == 200
+    deadline = time.time() + 10
+    grown = {}
+    while not grown and time.time() < deadline:
+        time.sleep(0.1)
+        after = scrape_once(topo)["ai_gateway_wasm_memory_bytes"]
+        grown = {vm: v for vm, v in after.items() if v >= before[vm] + 1_000_000}
+    assert len(grown) == 1, (before, after)

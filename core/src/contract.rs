@@ -117,6 +117,8 @@ pub mod metric {
     pub const COST_USD_MICROS_TOTAL: &str = "ai_gateway_cost_usd_micros_total";
     pub const QUOTA_REJECTIONS_TOTAL: &str = "ai_gateway_quota_rejections_total";
     pub const AUTH_DENIALS_TOTAL: &str = "ai_gateway_auth_denials_total";
+    /// Gauge: one VM's linear memory in bytes, labelled `vm` (the VM's ordinal).
+    pub const WASM_MEMORY_BYTES: &str = "ai_gateway_wasm_memory_bytes";
     /// The label value used for anything not in the configuration (bounded cardinality).
     pub const UNKNOWN: &str = "unknown";
 }

@@ -378,11 +378,10 @@ fn metrics_are_defined_on_the_first_request_only() {
     let defined = out.calls_named("proxy_define_metric");
     assert!(!defined.is_empty());
     assert!(defined.iter().all(|(cb, _)| *cb == "proxy_on_log"));
-    assert_eq!(
-        defined.len(),
-        host.metrics.len(),
-        "each series defined once"
-    );
+    // Every series but the VM's memory gauge, which is defined at configure.
+    let per_request = host.metrics.iter().filter(|m| m.kind != 1).count();
+    assert_eq!(defined.len(), per_request, "each series defined once");
+    assert_eq!(host.metrics.len(), per_request + 1);
 }
 
 #[test]
@@ -697,4 +696,51 @@ fn only_the_imports_the_filter_uses_are_called() {
             }
         }
     }
+}
+
+const VM_MEMORY_GAUGE: &str = "ai_gateway_wasm_memory_bytes.vm=.=0;.;";
+const VM_ORDINAL_KEY: &str = "ai-gateway-filter.vm_ordinal";
+
+fn gauges(host: &Host) -> Vec<(String, i64)> {
+    host.metrics
+        .iter()
+        .filter(|m| m.kind == 1)
+        .map(|m| (m.name.clone(), m.value))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the built module: run `make meter`"]
+fn a_vm_takes_one_ordinal_and_reports_its_linear_memory() {
+    let mut vm = configured_vm(meter(), DEMO_CONFIG.as_bytes().to_vec()).unwrap();
+    let memory = i64::try_from(vm.memory_bytes()).unwrap();
+    assert_eq!(gauges(vm.host()), [(VM_MEMORY_GAUGE.to_string(), memory)]);
+    let counter = vm
+        .host()
+        .shared_data
+        .get(VM_ORDINAL_KEY)
+        .map(|(v, _)| v.clone());
+    assert_eq!(counter.as_deref(), Some(&b"1"[..]));
+    // A second push reports again under the same ordinal; no new one is taken.
+    drive(&mut vm, &chat(65536)).unwrap();
+    assert!(vm.configure().unwrap());
+    let memory = i64::try_from(vm.memory_bytes()).unwrap();
+    assert_eq!(gauges(vm.host()), [(VM_MEMORY_GAUGE.to_string(), memory)]);
+    let counter = vm
+        .host()
+        .shared_data
+        .get(VM_ORDINAL_KEY)
+        .map(|(v, _)| v.clone());
+    assert_eq!(counter.as_deref(), Some(&b"1"[..]));
+}
+
+#[test]
+#[ignore = "needs the built module: run `make meter`"]
+fn the_memory_gauge_gets_a_one_second_tick_when_nothing_else_arms_one() {
+    let vm = configured_vm(meter(), DEMO_CONFIG.as_bytes().to_vec()).unwrap();
+    assert_eq!(vm.host().tick_period_ms, 100, "the hold watch's tick");
+    let mut cfg: Value = json(DEMO_CONFIG);
+    cfg["routing"] = serde_json::json!({ "hold_headers_for_body": false });
+    let vm = configured_vm(meter(), cfg.to_string().into_bytes()).unwrap();
+    assert_eq!(vm.host().tick_period_ms, 1000);
 }
