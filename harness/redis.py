@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 
-from harness.launcher import LaunchError, free_ports, stop_process
+from harness.launcher import LaunchError, Managed, free_ports, stop_process
 
 
 class RedisError(Exception):
@@ -79,7 +79,7 @@ def command(port, *args, timeout=5.0):
         return _Reader(s).reply()
 
 
-class RedisServer:
+class RedisServer(Managed):
     """One redis-server process. Use as a context manager; stop() leaves nothing running."""
 
     def __init__(self, port=None, persist=False, workdir=None):
@@ -98,16 +98,7 @@ class RedisServer:
     def log_path(self):
         return os.path.join(self.workdir, "redis.log")
 
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+    def cleanup(self):
         if self._own_workdir and not os.environ.get("AI_GW_KEEP_WORKDIR"):
             shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -594,12 +594,7 @@ impl Exchange {
     /// consumed nothing billable, so the record shows no tokens and no cost (and the quota
     /// refunds the reservation) instead of charging the prompt estimate.
     pub fn usage(&self) -> Option<(Usage, bool)> {
-        let reported = match &self.scan {
-            ResponseScan::Sse(s) => s.summary().usage,
-            ResponseScan::Json(j) => j.usage(),
-            ResponseScan::None => None,
-        };
-        if let Some(u) = reported {
+        if let Some(u) = self.reported_usage() {
             return Some((u, false));
         }
         if !self
@@ -608,21 +603,11 @@ impl Exchange {
         {
             return None;
         }
-        let prompt = self.estimated_prompt_tokens?;
         let completion = match &self.scan {
             ResponseScan::Sse(s) => s.summary().estimated_completion_tokens,
             _ => 0,
         };
-        Some((
-            Usage {
-                prompt_tokens: prompt,
-                completion_tokens: completion,
-                total_tokens: prompt.saturating_add(completion),
-                cached_tokens: None,
-                reasoning_tokens: None,
-            },
-            true,
-        ))
+        self.estimate(completion)
     }
 
     /// Did the stream finish properly (`[DONE]` seen and the response ended)?
