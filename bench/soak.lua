@@ -1,7 +1,7 @@
 -- wrk script for `make soak` (bench/soak.py writes the request templates and sets the
 -- environment). Every request is built from raw bytes:
 --   SOAK_DIR/<kind>.pre .. "soak-<kind>-<thread>-<n>" .. SOAK_DIR/<kind>.post
--- where .pre ends with "X-Request-Id: " and .post holds the rest of the headers and the
+-- where .pre ends with "X-Soak-Id: " and .post holds the rest of the headers and the
 -- body, so every request carries a unique id the access log can be matched against.
 --   SOAK_DIR       directory of the templates
 --   SOAK_PLAN      kinds in the order they repeat, comma-separated (e.g. "c,s,c,k")

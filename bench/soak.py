@@ -7,7 +7,7 @@ built module) with a minimal access log, then drives it with
 - wrk (bench/soak.lua), which cycles through non-stream chats, streams, a bad key (401),
   an unknown model and tenant-b's embeddings (its quota of 60 a minute answers most of
   them with 429) until it has sent SOAK_REQUESTS requests and had them all answered,
-  each with a unique x-request-id;
+  each with a unique x-soak-id (the gateway replaces x-request-id with its own id);
 - a raw-socket client in this process that aborts requests at a low rate: half of them
   mid-request-body (headers and half the body sent, then the connection closed) and half
   mid-stream (closed after the first bytes of a slowly paced stream).
@@ -17,7 +17,7 @@ linear memory (the filter's `ai_gateway_wasm_memory_bytes{vm}`), and Envoy's Was
 stats (`wasm.envoy.wasm.runtime.v8.active` / `created`, the plugin's `vm_reload*`). At
 the end it counts the access log's lines against the requests sent.
 
-The access log has one line per request Envoy logged, `<x-request-id> <status> <flags>
+The access log has one line per request Envoy logged, `<x-soak-id> <status> <flags>
 <r>`, where <r> is the first character of the gateway record (`{`) or `-` if the request
 has none, so a missing record shows up as a line, not as a silent gap.
 
@@ -139,7 +139,7 @@ def templates():
     }
     out = {}
     for kind, (path, host, auth, body) in bodies.items():
-        pre = head(path, host, auth, len(body)) + "X-Request-Id: "
+        pre = head(path, host, auth, len(body)) + "X-Soak-Id: "
         out[kind] = (pre.encode(), b"\r\n\r\n" + body)
     return out
 
@@ -155,7 +155,7 @@ def write_templates(dirpath):
 
 # -- processes -------------------------------------------------------------------------
 
-ACCESS_FORMAT = "%REQ(X-REQUEST-ID)% %RESPONSE_CODE% %RESPONSE_FLAGS% %FILTER_STATE(wasm.ai.record:PLAIN):1%\n"
+ACCESS_FORMAT = "%REQ(X-SOAK-ID)% %RESPONSE_CODE% %RESPONSE_FLAGS% %FILTER_STATE(wasm.ai.record:PLAIN):1%\n"
 
 
 def access_log_block(path):
@@ -345,14 +345,14 @@ class Aborter:
     def mid_body(self, rid):
         h, body = self.body_req
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(f"{h}X-Request-Id: {rid}\r\n\r\n".encode() + body[: len(body) // 2])
+            s.sendall(f"{h}X-Soak-Id: {rid}\r\n\r\n".encode() + body[: len(body) // 2])
             time.sleep(MID_BODY_PAUSE_S)
         return True
 
     def mid_stream(self, rid):
         h, body = self.stream_req
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(f"{h}X-Request-Id: {rid}\r\n\r\n".encode() + body)
+            s.sendall(f"{h}X-Soak-Id: {rid}\r\n\r\n".encode() + body)
             got = b""
             # Until the response headers and the first body bytes are in.
             while (end := got.find(b"\r\n\r\n")) < 0 or len(got) <= end + 4:
