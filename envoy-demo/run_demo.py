@@ -58,6 +58,9 @@ curl -s {g}/v1/embeddings -H 'Host: tenant-b.ai.example.com' -H 'x-api-key: sk-t
 curl -si {g}/v1/models -H 'Host: tenant-a.ai.example.com'
 curl -si {g}/v1/chat/completions -H 'Host: tenant-b.ai.example.com' -H 'x-api-key: sk-tenant-b-demo' -H 'Content-Type: application/json' -d '{{"model":"llama3-8b","messages":[{{"role":"user","content":"hi"}}]}}'
 
+# the official openai SDK on the shared domain: just the base URL and a key
+{sys.executable} -c "import openai; c = openai.OpenAI(base_url='{g}/v1', api_key='sk-tenant-a-demo'); print(c.chat.completions.create(model='llama3-8b', messages=[{{'role': 'user', 'content': 'hi'}}]).choices[0].message.content)"
+
 # metrics
 curl -s http://127.0.0.1:{admin}/stats/prometheus | grep ^ai_gateway_
 
