@@ -17,6 +17,7 @@ pub mod config;
 pub mod headers;
 pub mod inflight;
 pub mod reserve;
+pub mod rls;
 pub mod store;
 
 pub use bucket::{settle as settle_bucket, try_take, BucketState, Decision, Limit, Verdict};
