@@ -588,28 +588,6 @@ impl Exchange {
         ))
     }
 
-    /// Usage as reported by the upstream, or estimated, and whether it was estimated.
-    /// `None` when nothing is known (denied, or no body understood), and when the upstream
-    /// answered with an error status and reported no usage: a refused or failed request
-    /// consumed nothing billable, so the record shows no tokens and no cost (and the quota
-    /// refunds the reservation) instead of charging the prompt estimate.
-    pub fn usage(&self) -> Option<(Usage, bool)> {
-        if let Some(u) = self.reported_usage() {
-            return Some((u, false));
-        }
-        if !self
-            .response_status
-            .is_some_and(|s| (200..300).contains(&s))
-        {
-            return None;
-        }
-        let completion = match &self.scan {
-            ResponseScan::Sse(s) => s.summary().estimated_completion_tokens,
-            _ => 0,
-        };
-        self.estimate(completion)
-    }
-
     /// Did the stream finish properly (`[DONE]` seen and the response ended)?
     pub fn stream_complete(&self) -> Option<bool> {
         match &self.scan {

@@ -763,7 +763,7 @@ fn streamed_usage_is_reported_and_ttft_is_the_first_content_chunk() {
     let (role, rest) = body.split_at(role_end);
     let ex = stream_exchange(&c, &[(role, 1_010), (rest, 1_050), (b"", 1_100)]);
     assert_eq!(ex.ttft_ms, Some(50));
-    let (u, estimated) = ex.usage().unwrap();
+    let (u, estimated) = usage_of(&ex, &c, 200).unwrap();
     assert!(!estimated);
     assert_eq!(
         (u.prompt_tokens, u.completion_tokens, u.total_tokens),
@@ -779,7 +779,7 @@ fn usage_split_at_every_byte_position_is_still_found() {
     for cut in 0..=body.len() {
         let (a, b) = body.split_at(cut);
         let ex = stream_exchange(&c, &[(a, 1_010), (b, 1_020)]);
-        let (u, estimated) = ex.usage().unwrap();
+        let (u, estimated) = usage_of(&ex, &c, 200).unwrap();
         assert!(!estimated, "cut {cut}");
         assert_eq!(u.total_tokens, 850, "cut {cut}");
         assert!(ex.ttft_ms.is_some(), "cut {cut}");
@@ -789,7 +789,7 @@ fn usage_split_at_every_byte_position_is_still_found() {
     let chunks: Vec<(&[u8], u64)> = body.chunks(7).map(|ch| (ch, 1_030)).collect();
     let ex = stream_exchange(&c, &chunks);
     assert_eq!(
-        ex.usage().map(|(u, e)| (u.total_tokens, e)),
+        usage_of(&ex, &c, 200).map(|(u, e)| (u.total_tokens, e)),
         Some((850, false))
     );
 }
@@ -799,7 +799,7 @@ fn stream_without_usage_is_estimated_from_the_streamed_content() {
     let c = cfg();
     let body = sse_body(false);
     let ex = stream_exchange(&c, &[(&body, 1_020)]);
-    let (u, estimated) = ex.usage().unwrap();
+    let (u, estimated) = usage_of(&ex, &c, 200).unwrap();
     assert!(estimated);
     // "tok0 " .. "tok3 " = 20 characters -> 5 tokens; the prompt estimate is 8.
     assert_eq!(
@@ -830,7 +830,7 @@ fn json_usage_is_extracted_across_chunks() {
         let (a, b) = body.split_at(cut);
         ex.on_response_chunk(a, false, 1_010);
         ex.on_response_chunk(b, true, 1_020);
-        let (u, estimated) = ex.usage().unwrap();
+        let (u, estimated) = usage_of(&ex, &c, 200).unwrap();
         assert!(!estimated, "cut {cut}");
         assert_eq!(
             (u.prompt_tokens, u.completion_tokens, u.total_tokens),
@@ -856,7 +856,7 @@ fn json_without_usage_is_estimated_from_the_prompt() {
         &c,
     );
     ex.on_response_chunk(br#"{"choices":[]}"#, true, 1_010);
-    let (u, estimated) = ex.usage().unwrap();
+    let (u, estimated) = usage_of(&ex, &c, 200).unwrap();
     assert!(estimated);
     assert_eq!((u.prompt_tokens, u.completion_tokens), (8, 0));
 }
@@ -878,7 +878,7 @@ fn an_upstream_error_without_usage_has_no_tokens() {
             &c,
         );
         ex.on_response_chunk(br#"{"error":{"message":"x"}}"#, true, 1_010);
-        assert_eq!(ex.usage(), None, "{status}");
+        assert_eq!(usage_of(&ex, &c, status), None, "{status}");
         let (rec, audit) = ex.records(
             &c,
             &End {
@@ -923,7 +923,7 @@ fn a_broken_stream_is_estimated_and_marked_incomplete() {
     ex.on_response_chunk(body.get(..cut).unwrap(), false, 1_010);
     // The upstream resets: no end of stream is ever seen.
     assert_eq!(ex.stream_complete(), Some(false));
-    let (u, estimated) = ex.usage().unwrap();
+    let (u, estimated) = usage_of(&ex, &c, 200).unwrap();
     assert!(estimated);
     assert!(u.completion_tokens > 0);
     let (rec, _) = ex.records(&c, &served_end(1_020));
@@ -1436,4 +1436,15 @@ fn a_model_pinned_to_clusters_is_refused_on_another_backend_when_routed_by_path(
         ex.on_request_body(&c, body.as_bytes(), false, Some("x")),
         BodyAction::Continue(_)
     ));
+}
+
+/// What the request is billed once the backend answered `status`.
+fn usage_of(ex: &Exchange, c: &Config, status: u16) -> Option<(Usage, bool)> {
+    ex.billable(
+        c,
+        &End {
+            status: Some(status),
+            ..served_end(2_000)
+        },
+    )
 }
