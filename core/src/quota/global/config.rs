@@ -51,6 +51,13 @@ impl Engine {
                 "{p}.cluster: must name the rate limit service's cluster"
             ));
         }
+        // The GrpcService message around the name is handed to the host as a string:
+        // printable ASCII with one-byte lengths keeps it valid UTF-8.
+        if spec.cluster.len() > 120 || !spec.cluster.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "{p}.cluster: must be at most 120 printable ASCII characters"
+            ));
+        }
         if spec.domain.is_empty() {
             return Err(format!("{p}.domain: must not be empty"));
         }
