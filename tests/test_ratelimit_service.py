@@ -16,6 +16,7 @@ Counters are per fixed window; a test that counts waits, before it starts, until
 current window has enough time left that its requests cannot straddle two windows.
 """
 import concurrent.futures
+import datetime
 import json
 import os
 import re
@@ -404,13 +405,45 @@ def test_invalid_requests_are_refused_with_invalid_argument(direct):
         with pytest.raises(grpc.RpcError) as e:
             client.should_rate_limit(domain, descriptors)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    with pytest.raises(grpc.RpcError) as e:
-        ask(client, [descriptor(tok("x"), override=(5, "month"))])
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for unit in ["week", "year"]:
+        with pytest.raises(grpc.RpcError) as e:
+            ask(client, [descriptor(tok("x"), override=(5, unit))])
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # An override in a supported unit replaces the configured limit.
     r = ask(client, [descriptor(tok("override"), override=(2, "day"))], hits_addend=3)
     assert r["overall_code"] == OVER_LIMIT
     assert r["statuses"][0]["current_limit"]["requests_per_unit"] == 2
+
+
+def utc_month(now):
+    """Unix seconds of the 1st of `now`'s UTC month at 00:00:00, and of the next month's."""
+    d = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    first = datetime.datetime(d.year, d.month, 1, tzinfo=datetime.timezone.utc)
+    after = datetime.datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=datetime.timezone.utc)
+    return int(first.timestamp()), int(after.timestamp())
+
+
+def test_month_overrides_count_the_utc_calendar_month(direct):
+    """A spend budget's shape (docs/ratelimit.md, months): micro-dollars per UTC month."""
+    redis, _, client = direct
+    entries = [("kind", "spend_month"), ("tenant", "month-a")]
+    for _ in range(2):  # a second try only if the month turned during the first
+        before = time.time()
+        r = ask(client, [descriptor(entries, hits=250_000, override=(10_000_000, "month"))])
+        after = time.time()
+        if utc_month(before) == utc_month(after):
+            break
+    start, end = utc_month(before)
+    [s] = r["statuses"]
+    assert (r["overall_code"], s["code"], s["limit_remaining"]) == (OK, OK, 9_750_000)
+    assert s["current_limit"]["unit"] == rls_client.UNITS["month"]
+    # To the next 1st at 00:00:00 UTC, as seen between the two clock readings.
+    assert end - after - 1 <= s["duration_until_reset"] <= end - before + 1
+    key = counter_key("ai-gateway", entries, "month", start)
+    assert counter(redis, key) == 250_000
+    assert end - after <= redis.command("TTL", key) <= end - before + 2
+    r = ask(client, [descriptor(entries, hits=9_750_001, override=(10_000_000, "month"))])
+    assert (r["overall_code"], r["statuses"][0]["limit_remaining"]) == (OVER_LIMIT, 0)
 
 
 def test_bad_configuration_stops_the_service_at_start(direct):
@@ -420,4 +453,4 @@ def test_bad_configuration_stops_the_service_at_start(direct):
     with pytest.raises(Exception) as e:
         svc.start(timeout=10)
     svc.stop()
-    assert 'descriptors[0].rate_limit.unit: "weekly" is not one of second, minute, hour, day' in str(e.value)
+    assert 'descriptors[0].rate_limit.unit: "weekly" is not one of second, minute, hour, day, month' in str(e.value)

@@ -178,9 +178,10 @@ fn load_limit(r: &FileRateLimit, here: &str) -> Result<Limit, String> {
     let unit = r
         .unit
         .as_deref()
-        .ok_or_else(|| format!("{here}.unit: required (second, minute, hour or day)"))?;
-    let unit = Unit::parse(unit)
-        .ok_or_else(|| format!("{here}.unit: {unit:?} is not one of second, minute, hour, day"))?;
+        .ok_or_else(|| format!("{here}.unit: required (second, minute, hour, day or month)"))?;
+    let unit = Unit::parse(unit).ok_or_else(|| {
+        format!("{here}.unit: {unit:?} is not one of second, minute, hour, day, month")
+    })?;
     let requests_per_unit = r
         .requests_per_unit
         .ok_or_else(|| format!("{here}.requests_per_unit: required"))?;

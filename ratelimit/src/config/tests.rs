@@ -119,6 +119,36 @@ descriptors:
 }
 
 #[test]
+fn months_are_a_unit_in_any_case() {
+    let c = load(
+        "
+domain: d
+descriptors:
+  - key: kind
+    value: spend_month
+    descriptors:
+      - key: tenant
+        rate_limit: { unit: month, requests_per_unit: 10000000 }
+  - key: kind
+    value: shouting
+    rate_limit: { unit: Month, requests_per_unit: 1 }
+",
+    )
+    .unwrap();
+    assert_eq!(
+        c.find("d", [("kind", "spend_month"), ("tenant", "t")]),
+        Some(&limited(10_000_000, Unit::Month))
+    );
+    assert_eq!(
+        c.find("d", [("kind", "shouting")]),
+        Some(&limited(1, Unit::Month))
+    );
+    let e = load("domain: d\ndescriptors:\n  - key: a\n    rate_limit: { unit: week, requests_per_unit: 1 }\n")
+        .unwrap_err();
+    assert!(e.contains("\"week\" is not one of"), "{e}");
+}
+
+#[test]
 fn unlimited_and_metrics_only_keys_are_accepted() {
     let c = load(
         "
@@ -160,12 +190,12 @@ fn errors_name_the_file_and_the_field() {
     let e = error_of("domain: d\ndescriptors:\n  - key: a\n    rate_limit: { unit: minutes, requests_per_unit: 1 }\n");
     assert_eq!(
         e,
-        "test.yaml: descriptors[0].rate_limit.unit: \"minutes\" is not one of second, minute, hour, day"
+        "test.yaml: descriptors[0].rate_limit.unit: \"minutes\" is not one of second, minute, hour, day, month"
     );
     let e = error_of("domain: d\ndescriptors:\n  - key: a\n    descriptors:\n      - key: b\n        rate_limit: { requests_per_unit: 1 }\n");
     assert_eq!(
         e,
-        "test.yaml: descriptors[0].descriptors[0].rate_limit.unit: required (second, minute, hour or day)"
+        "test.yaml: descriptors[0].descriptors[0].rate_limit.unit: required (second, minute, hour, day or month)"
     );
     let e = error_of("domain: d\ndescriptors:\n  - key: a\n    rate_limit: { unit: day }\n");
     assert_eq!(

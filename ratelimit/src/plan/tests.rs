@@ -252,13 +252,89 @@ fn limit_overrides_replace_the_configured_limit() {
     assert_eq!(s.current_limit.as_ref().unwrap().requests_per_unit, 2);
     d.limit = Some(RateLimitOverride {
         requests_per_unit: 2,
-        unit: ProtoUnit::Month as i32,
+        unit: ProtoUnit::Week as i32,
     });
     let e = plan(&config(), "p:", &request(1, vec![d]), NOW).unwrap_err();
     assert_eq!(
         e,
-        Invalid("descriptors[0]: limit override unit 5 is not implemented".into())
+        Invalid("descriptors[0]: limit override unit 7 is not implemented".into())
     );
+}
+
+// 2026-12-01T00:00:00Z and 2027-01-01T00:00:00Z: NOW's calendar month.
+const DECEMBER: u64 = 1_796_083_200;
+const JANUARY: u64 = 1_798_761_600;
+
+#[test]
+fn month_overrides_count_the_utc_calendar_month() {
+    // A spend budget in micro-dollars: 10 USD a month, this call charges 0.25 USD.
+    let mut d = with_hits(desc(&[("kind", "spend_month"), ("tenant", "a")]), 250_000);
+    d.limit = Some(RateLimitOverride {
+        requests_per_unit: 10_000_000,
+        unit: ProtoUnit::Month as i32,
+    });
+    let p = plan_of(&request(1, vec![d]));
+    assert_eq!(
+        p.ops,
+        vec![Op {
+            key: format!("p:ai-gateway|kind=spend_month|tenant=a|month:{DECEMBER}"),
+            kind: OpKind::Charge,
+            hits: 250_000,
+            ttl_seconds: JANUARY - NOW / 1_000 + 1,
+        }]
+    );
+    let r = p.respond(&[9_750_000]);
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    let s = &r.statuses[0];
+    assert_eq!(s.limit_remaining, 250_000);
+    let limit = s.current_limit.as_ref().unwrap();
+    assert_eq!(
+        (limit.requests_per_unit, limit.unit),
+        (10_000_000, ProtoUnit::Month as i32)
+    );
+    let reset = s.duration_until_reset.as_ref().unwrap();
+    let until_ms = JANUARY * 1_000 - NOW;
+    assert_eq!(
+        (reset.seconds, reset.nanos),
+        (
+            (until_ms / 1_000) as i64,
+            (until_ms % 1_000) as i32 * 1_000_000
+        )
+    );
+    assert_eq!(
+        p.respond(&[10_000_001]).overall_code,
+        Code::OverLimit as i32
+    );
+}
+
+#[test]
+fn configured_month_limits_and_day_limits_keep_separate_counters() {
+    let mut c = Config::default();
+    c.add_yaml(
+        "m.yaml",
+        "domain: m\ndescriptors:\n  - key: kind\n    value: spend_month\n    descriptors:\n      - key: tenant\n        rate_limit: { unit: MONTH, requests_per_unit: 5 }\n  - key: kind\n    value: spend_day\n    descriptors:\n      - key: tenant\n        rate_limit: { unit: day, requests_per_unit: 5 }\n",
+    )
+    .unwrap();
+    let req = RateLimitRequest {
+        domain: "m".into(),
+        descriptors: vec![
+            desc(&[("kind", "spend_month"), ("tenant", "a")]),
+            desc(&[("kind", "spend_day"), ("tenant", "a")]),
+        ],
+        hits_addend: 1,
+    };
+    let p = plan(&c, "p:", &req, NOW).unwrap();
+    assert_eq!(
+        p.ops[0].key,
+        format!("p:m|kind=spend_month|tenant=a|month:{DECEMBER}")
+    );
+    // NOW is on December 1st: the day's window starts with the month's, and ends sooner.
+    assert_eq!(
+        p.ops[1].key,
+        format!("p:m|kind=spend_day|tenant=a|day:{DECEMBER}")
+    );
+    assert_eq!(p.ops[1].ttl_seconds, DECEMBER + 86_400 - NOW / 1_000 + 1);
+    assert_eq!(p.ops[0].ttl_seconds, JANUARY - NOW / 1_000 + 1);
 }
 
 #[test]
