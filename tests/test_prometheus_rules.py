@@ -28,6 +28,11 @@ COUNTERS = {
     "ai_gateway_quota_rejections_total": {"tenant", "kind"},
     "ai_gateway_auth_denials_total": {"reason"},
 }
+# Spend budgets (issue 13): per Envoy, per tenant and period (day | month), micro-USD.
+GAUGES = {
+    "ai_gateway_budget_remaining_usd_micros": {"tenant", "period"},
+    "ai_gateway_budget_limit_usd_micros": {"tenant", "period"},
+}
 HISTOGRAMS = {
     "ai_gateway_request_duration_ms": TRM,
     "ai_gateway_upstream_duration_ms": TRM,
@@ -37,7 +42,7 @@ HISTOGRAMS = {
 # Labels every scraped series also carries.
 TARGET_LABELS = {"job", "instance"}
 
-EXPORTED = dict(COUNTERS)
+EXPORTED = {**COUNTERS, **GAUGES}
 for _base, _labels in HISTOGRAMS.items():
     EXPORTED[_base + "_bucket"] = _labels | {"le"}
     EXPORTED[_base + "_sum"] = _labels
@@ -57,6 +62,7 @@ RECORDED = {
     "ai_gateway:cost_usd_per_hour": {"tenant", "model_route"},
     "ai_gateway:quota_rejections_per_second": {"tenant", "kind"},
     "ai_gateway:auth_denials_per_second": {"reason"},
+    "ai_gateway:budget_spent_ratio": {"tenant", "period"},
 }
 KNOWN = {**EXPORTED, **RECORDED}
 
@@ -256,9 +262,10 @@ def test_recording_rules_declared_and_use_exported_metrics():
 def test_alerts_have_for_severity_and_annotations():
     alerts = [r for r in all_rules() if "alert" in r]
     names = {a["alert"] for a in alerts}
-    # error ratio, p95 latency, sustained quota rejections, auth-denial spikes
+    # error ratio, p95 latency, sustained quota rejections, auth-denial spikes, budgets
     assert {"AIGatewayHighErrorRate", "AIGatewayHighP95Latency",
-            "AIGatewayQuotaRejectionsSustained", "AIGatewayAuthDenialSpike"} <= names
+            "AIGatewayQuotaRejectionsSustained", "AIGatewayAuthDenialSpike",
+            "AIGatewayBudgetNearlySpent"} <= names
     for a in alerts:
         assert re.fullmatch(r"\d+[smh]", str(a.get("for", ""))), f"{a['alert']}: needs `for:`"
         assert a.get("labels", {}).get("severity") in {"critical", "warning", "info"}, a["alert"]
@@ -266,6 +273,25 @@ def test_alerts_have_for_severity_and_annotations():
         assert ann.get("summary") and ann.get("description"), f"{a['alert']}: summary and description"
     high_error = next(a for a in alerts if a["alert"] == "AIGatewayHighErrorRate")
     assert "ai_gateway:error_ratio" in high_error["expr"], "the error alert is on the 5xx ratio"
+    budget = next(a for a in alerts if a["alert"] == "AIGatewayBudgetNearlySpent")
+    assert budget["expr"] == "ai_gateway:budget_spent_ratio > 0.8", budget["expr"]
+
+
+def test_budget_ratio_is_taken_per_envoy_then_the_largest_kept():
+    """Per-process spend: each Envoy's own budget; global spend: every Envoy the same
+    figure. Only a per-series ratio aggregated with max is right in both (README)."""
+    [rule] = [r for r in all_rules() if r.get("record") == "ai_gateway:budget_spent_ratio"]
+    expr = re.sub(r"\s+", " ", rule["expr"])
+    assert expr.startswith("max by (tenant, period) ("), expr
+    assert "ai_gateway_budget_remaining_usd_micros / (ai_gateway_budget_limit_usd_micros > 0)" in expr
+    # Both storage modes are exercised by the promtool cases.
+    tests = load_yaml(RULES_TEST)["tests"]
+    budget_cases = [c for c in tests
+                    if any("ai_gateway_budget_" in s["series"] for s in c["input_series"])]
+    instances = [{re.search(r'instance="([^"]+)"', s["series"]).group(1)
+                  for s in c["input_series"] if 'tenant="tenant-a",period="day"' in s["series"]}
+                 for c in budget_cases]
+    assert len(budget_cases) == 2 and all(len(i) >= 2 for i in instances), instances
 
 
 def test_unit_tests_cover_every_rule():
@@ -377,5 +403,5 @@ def test_readme_stats_tags_match_the_bootstrap():
     for label, regex in snippets:
         assert regex == expected[label], (label, regex)
     # Every exported metric's labels have a tag.
-    for labels in list(COUNTERS.values()) + list(HISTOGRAMS.values()):
+    for labels in list(COUNTERS.values()) + list(GAUGES.values()) + list(HISTOGRAMS.values()):
         assert labels <= set(render.METRIC_LABELS)
