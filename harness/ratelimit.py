@@ -35,13 +35,15 @@ from harness.launcher import (ENVOY, MOCK, ROOT, LaunchError, Managed, Topology,
 BINARY = os.path.join(ROOT, "target", "ratelimit", "release", "ai-gateway-ratelimit")
 CLUSTER = "ratelimit"
 FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
+# The service's default --key-prefix.
+PREFIX = "ai-gateway-rl:"
 
 
 class RateLimitService(Managed):
     """One ai-gateway-ratelimit process, configured with `config` (YAML text, or a list
     of texts: one file each). Use as a context manager; stop() leaves nothing running."""
 
-    def __init__(self, config, redis_url, port=None, key_prefix="ai-gateway-rl:", redis_timeout_ms=None,
+    def __init__(self, config, redis_url, port=None, key_prefix=PREFIX, redis_timeout_ms=None,
                  log_level="info", extra_args=None):
         self.configs = [config] if isinstance(config, str) else list(config)
         self.redis_url = redis_url
@@ -114,6 +116,51 @@ def check_config(text):
         proc = subprocess.run([BINARY, "--check-config", "--config", path], capture_output=True, text=True,
                               timeout=30)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+# --- the counters in Redis (docs/ratelimit.md, "Keys in Redis") -------------------------
+
+UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def window_start(unit, now=None):
+    """Start (Unix seconds) of the fixed UTC window of `unit` holding `now`."""
+    s = UNIT_SECONDS[unit]
+    now = time.time() if now is None else now
+    return int(now // s * s)
+
+
+def leave_window_edge(unit, margin):
+    """Sleep into the next window if fewer than `margin` seconds remain in this one, so
+    what a test counts cannot straddle two windows."""
+    s = UNIT_SECONDS[unit]
+    left = s - time.time() % s
+    if left < margin:
+        time.sleep(left + 0.05)
+
+
+def counter_key(domain, entries, unit, start=None, prefix=PREFIX):
+    """The service's Redis key: prefix, domain, entries, unit, window start."""
+    def esc(s):
+        return s.replace("%", "%25").replace("|", "%7C").replace("=", "%3D")
+    parts = [prefix + esc(domain)] + [f"{esc(k)}={esc(v)}" for k, v in entries]
+    return "|".join(parts + [f"{unit}:{window_start(unit) if start is None else start}"])
+
+
+def counter(redis, key):
+    """The counter's value (0 when absent); `redis` is a harness.redis.RedisServer."""
+    value = redis.command("GET", key)
+    return 0 if value is None else int(value)
+
+
+def wait_counter(redis, key, expected, timeout=10.0):
+    """The counter once it equals `expected`, or its value when `timeout` has passed."""
+    deadline = time.time() + timeout
+    while True:
+        value = counter(redis, key)
+        if value == expected or time.time() > deadline:
+            return value
+        time.sleep(0.05)
 
 
 # --- Envoy ------------------------------------------------------------------------------

@@ -29,6 +29,17 @@ def add_tenant(cfg, name, quota, **extra):
     return host, key
 
 
+def poll(fn, timeout=15.0, interval=0.1):
+    """fn() until it returns a true value (then that value), at most `timeout` seconds;
+    then its last value."""
+    deadline = time.time() + timeout
+    while True:
+        value = fn()
+        if value or time.time() > deadline:
+            return value
+        time.sleep(interval)
+
+
 def for_tenant(items, tenant):
     return [x for x in items if x.get("tenant") == tenant]
 
