@@ -82,7 +82,8 @@ def burst(base_url, requests_, stream=False, timeout=120.0):
     """Fire all `requests_` ((path, headers, json_body) tuples) at once, each on its own
     connection, and return [(status, headers, body_bytes)] in the same order. Every task
     waits at a gate until all are created, so they hit Envoy together; new connections
-    are spread over Envoy's workers by the kernel (SO_REUSEPORT)."""
+    are spread over Envoy's workers by the kernel (SO_REUSEPORT). A path may be an
+    absolute URL instead (another gateway: one burst over several replicas)."""
 
     async def run():
         limits = httpx.Limits(max_connections=len(requests_), max_keepalive_connections=0)
