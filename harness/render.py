@@ -35,7 +35,8 @@ DEFAULT_WASM = "target/wasm32-wasip1/release/ai_gateway_filter.wasm"
 BACKENDS = ["chat-llama3-8b-v1", "chat-llama3-8b-v2", "embed-bge-small-v1"]
 
 # Labels encoded in custom metric names as `.<label>=.=<value>;.;` (see core/src/contract.rs).
-METRIC_LABELS = ["tenant", "route", "model_route", "status", "type", "kind", "reason", "vm", "mode", "result"]
+METRIC_LABELS = ["tenant", "route", "model_route", "status", "type", "kind", "reason", "vm", "mode",
+                 "result"]
 
 
 def yaml_str(s):

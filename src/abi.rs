@@ -19,7 +19,10 @@ pub const REQUEST_HEADERS: u32 = 0;
 pub const RESPONSE_HEADERS: u32 = 2;
 pub const REQUEST_BODY: u32 = 0;
 pub const RESPONSE_BODY: u32 = 1;
+pub const GRPC_RECEIVE_BUFFER: u32 = 5;
 pub const PLUGIN_CONFIGURATION: u32 = 7;
+/// `proxy_continue_stream`'s stream type of the request.
+pub const STREAM_REQUEST: u32 = 0;
 
 pub const METRIC_COUNTER: u32 = 0;
 pub const METRIC_HISTOGRAM: u32 = 2;
@@ -102,6 +105,7 @@ extern "C" {
         out_size: *mut usize,
     ) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, out_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
@@ -272,6 +276,11 @@ pub fn call_foreign_function(name: &str, args: &[u8]) -> HostResult<Option<Vec<u
         )
     })?;
     Ok(unsafe { take(ptr, len) })
+}
+
+/// Resumes a stream this filter paused (Envoy's `continueDecoding`).
+pub fn continue_stream(stream_type: u32) -> HostResult<()> {
+    check(unsafe { proxy_continue_stream(stream_type) })
 }
 
 pub fn set_tick_period_ms(period: u32) -> HostResult<()> {

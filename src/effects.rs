@@ -39,6 +39,9 @@ pub fn execute(plan: &Plan, body_size: usize) -> Action {
         }
     }
     metrics::record(&plan.metrics);
+    if plan.resume && abi::continue_stream(abi::STREAM_REQUEST).is_err() {
+        log::debug!("the paused request had already ended");
+    }
     match plan.flow {
         Flow::Continue => Action::Continue,
         Flow::Pause => Action::Pause,

@@ -11,7 +11,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use crate::abi::{self, REQUEST_BODY, REQUEST_HEADERS, RESPONSE_BODY, RESPONSE_HEADERS};
-use crate::{effects, worker};
+use crate::{effects, grpc, worker};
 
 pub struct Http {
     req: Request,
@@ -31,7 +31,17 @@ impl Http {
     /// callback: each read is a host call); then the plan is carried out.
     fn run(&mut self, body_size: usize, f: impl FnOnce(&mut Request, u64) -> Plan) -> Action {
         let t0 = abi::now_nanos();
-        let plan = f(&mut self.req, t0 / 1_000_000);
+        let now_ms = t0 / 1_000_000;
+        let mut plan = f(&mut self.req, now_ms);
+        if let Some(call) = plan.grpc_call.take() {
+            if let Err(failure) = grpc::dispatch(&call) {
+                // Not sent: decide now, in this callback, as the tenant's policy says.
+                let req = &mut self.req;
+                let now = worker::with(|w| req.on_quota_answer(w, Err(failure), now_ms, true));
+                plan.flow = now.flow;
+                plan.local_reply = now.local_reply;
+            }
+        }
         let action = effects::execute(&plan, body_size);
         let spent = abi::now_nanos().saturating_sub(t0);
         self.busy_ns = self.busy_ns.saturating_add(spent);
@@ -47,7 +57,19 @@ fn buffer(kind: u32, size: usize) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-impl Context for Http {}
+impl Context for Http {
+    /// The answer to this request's strict quota admission: resume it or refuse it.
+    fn on_grpc_call_response(&mut self, _token: u32, status: u32, size: usize) {
+        let answer = grpc::answer(status, size);
+        let t0 = abi::now_nanos();
+        let req = &mut self.req;
+        let plan = worker::with(|w| req.on_quota_answer(w, answer, t0 / 1_000_000, false));
+        effects::execute(&plan, 0);
+        self.busy_ns = self
+            .busy_ns
+            .saturating_add(abi::now_nanos().saturating_sub(t0));
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

@@ -5,9 +5,10 @@
 //! plan. Everything but the wire formats is compiled for the Wasm target only.
 //!
 //! - `abi`: the Proxy-Wasm imports used, every host status mapped to a `Result`.
-//! - `root`: configuration once per push; the hold watch's tick.
+//! - `root`: configuration once per push; the tick (hold watch, global sync).
 //! - `http`: the per-request callbacks.
 //! - `effects`: carries out a plan.
+//! - `grpc`: calls to the rate limit service (strict admissions, the global sync).
 //! - `worker`, `store`, `metrics`, `logger`: the per-worker hold watch, shared data as the
 //!   quota store, metric ids, the `log` backend.
 //! - `vm_memory`: the per-VM linear memory gauge.
@@ -19,6 +20,8 @@ pub mod wire;
 mod abi;
 #[cfg(target_arch = "wasm32")]
 mod effects;
+#[cfg(target_arch = "wasm32")]
+mod grpc;
 #[cfg(target_arch = "wasm32")]
 mod http;
 #[cfg(target_arch = "wasm32")]

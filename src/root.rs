@@ -14,14 +14,35 @@ use proxy_wasm::types::ContextType;
 
 use crate::abi;
 use crate::http::Http;
-use crate::{vm_memory, worker};
+use crate::{grpc, metrics, vm_memory, worker};
 
 #[derive(Default)]
 pub struct Root {
     config: Option<Arc<Config>>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    /// The answer to this VM's global sync (the only call a root context makes).
+    fn on_grpc_call_response(&mut self, _token: u32, status: u32, size: usize) {
+        let Some(cfg) = &self.config else {
+            return;
+        };
+        let answer = grpc::answer(status, size);
+        let obs = worker::sync_answered(cfg, answer, abi::now_ms());
+        metrics::record(obs.as_slice());
+    }
+}
+
+/// The tick: the hold watch's or the concurrency heartbeat's period, the global sync
+/// interval, else the memory gauge's, whichever is shortest.
+fn period_ms(cfg: &Config) -> u32 {
+    let sync = cfg.global.as_ref().map_or(0, |g| g.spec.sync_interval_ms);
+    [tick_period_ms(cfg), sync]
+        .into_iter()
+        .filter(|p| *p > 0)
+        .min()
+        .unwrap_or(vm_memory::TICK_MS)
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -39,12 +60,8 @@ impl RootContext for Root {
                 for w in cfg.warnings() {
                     log::warn!("{w}");
                 }
-                if abi::set_tick_period_ms(tick_period_ms(&cfg)).is_err() {
-                    log::warn!("no timer: held requests cannot time out on this worker");
-                }
-                // The memory gauge's own tick, only when the hold watch arms none.
-                if tick_period_ms(&cfg) == 0 {
-                    let _ = abi::set_tick_period_ms(vm_memory::TICK_MS);
+                if abi::set_tick_period_ms(period_ms(&cfg)).is_err() {
+                    log::warn!("no timer: held requests cannot time out and global limits do not sync on this worker");
                 }
                 // Requests in flight keep the configuration they started with.
                 self.config = Some(Arc::new(cfg));
@@ -68,7 +85,14 @@ impl RootContext for Root {
         let Some(cfg) = &self.config else {
             return;
         };
-        let tick = worker::tick(cfg, abi::now_ms());
+        let now_ms = abi::now_ms();
+        if let Some(call) = worker::sync_due(cfg, now_ms) {
+            if let Err(failure) = grpc::dispatch(&call) {
+                let obs = worker::sync_answered(cfg, Err(failure), now_ms);
+                metrics::record(obs.as_slice());
+            }
+        }
+        let tick = worker::tick(cfg, now_ms);
         if tick.warn_no_body {
             log::warn!("{NO_BODY_WHILE_HELD}");
         }

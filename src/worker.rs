@@ -5,7 +5,10 @@ use std::cell::RefCell;
 
 use ai_gateway_core::config::Config;
 use ai_gateway_core::lifecycle::hold::Tick;
-use ai_gateway_core::lifecycle::{Worker, WorkerState};
+use ai_gateway_core::lifecycle::{GrpcCall, Worker, WorkerState};
+use ai_gateway_core::metrics::Observation;
+use ai_gateway_core::quota::global::CallFailure;
+use ai_gateway_core::quota::rls;
 
 use crate::abi;
 use crate::store::HostStore;
@@ -45,4 +48,18 @@ pub fn with<T>(f: impl FnOnce(&mut Worker) -> T) -> T {
 /// The root context's tick over this worker's held requests and concurrency slots.
 pub fn tick(cfg: &Config, now_ms: u64) -> Tick {
     with(|w| w.state.tick(w.store, cfg, now_ms))
+}
+
+/// The root context's tick: the global sync call to send now, if any.
+pub fn sync_due(cfg: &Config, now_ms: u64) -> Option<GrpcCall> {
+    with(|w| w.state.sync_due(w.store, cfg, now_ms))
+}
+
+/// The answer to this VM's sync call.
+pub fn sync_answered(
+    cfg: &Config,
+    answer: Result<rls::Response, CallFailure>,
+    now_ms: u64,
+) -> Option<Observation> {
+    with(|w| w.state.sync_answered(w.store, cfg, answer, now_ms))
 }

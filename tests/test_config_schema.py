@@ -259,6 +259,12 @@ def with_quota(q):
 T0 = ["tenants", 0]
 Q = T0 + ["quota"]
 
+
+def with_global(g, engine=None):
+    """A tenant with `quota.global` and the engine it needs."""
+    cfg = with_quota({"global": g})
+    return at(cfg, ["global_quota"], engine or {"cluster": "ratelimit", "expected_replicas": 2})
+
 VALID = [
     ("minimal", base()),
     ("full", full()),
@@ -292,6 +298,14 @@ VALID = [
     ("name 128 chars", at(base(), T0 + ["name"], "n" * 128)),
     ("hosts with port-only suffix", at(base(), T0 + ["hosts"], ["a:"])),
     ("payload header with digits", at(base(), ["identity"], {"jwt": {"payload_header": "x-jwt-2"}})),
+    ("global requests only", with_global({"requests": 1})),
+    ("global everything", with_global(
+        {"unit": "day", "requests": 4294967295, "tokens": 1, "mode": "strict", "on_unavailable": "closed"},
+        {"cluster": "outbound|8081||rl.ns.svc.cluster.local", "domain": "d", "expected_replicas": 1000,
+         "sync_interval_ms": 20, "timeout_ms": 10000})),
+    ("global tokens with null requests", with_global({"requests": None, "tokens": 5})),
+    ("engine without tenants using it", at(base(), ["global_quota"], {"cluster": "c", "expected_replicas": 1})),
+    ("global_quota null", at(base(), ["global_quota"], None)),
 ]
 
 _unknown = "zz_unknown"
@@ -421,6 +435,17 @@ INVALID = [
     ("65 patterns", at(base(), ["redaction"], {"patterns": [{"pattern": f"p{i}"} for i in range(65)]})),
     ("pattern empty", at(base(), ["redaction"], {"patterns": [{"pattern": ""}]})),
     ("pattern 1025 ascii bytes", at(base(), ["redaction"], {"patterns": [{"pattern": "a" * 1025}]})),
+    ("global without the engine", with_quota({"global": {"requests": 1}})),
+    ("global without requests or tokens", with_global({"mode": "strict"})),
+    ("global requests 0", with_global({"requests": 0})),
+    ("global tokens above u32", with_global({"tokens": 4294967296})),
+    ("global unit week", with_global({"requests": 1, "unit": "week"})),
+    ("engine replicas 0", with_global({"requests": 1}, {"cluster": "c", "expected_replicas": 0})),
+    ("engine sync 19 ms", with_global({"requests": 1}, {"cluster": "c", "expected_replicas": 1, "sync_interval_ms": 19})),
+    ("engine timeout 10001", with_global({"requests": 1}, {"cluster": "c", "expected_replicas": 1, "timeout_ms": 10001})),
+    ("engine cluster empty", with_global({"requests": 1}, {"cluster": "", "expected_replicas": 1})),
+    ("engine cluster with a space", with_global({"requests": 1}, {"cluster": "a b", "expected_replicas": 1})),
+    ("engine cluster 121 chars", with_global({"requests": 1}, {"cluster": "c" * 121, "expected_replicas": 1})),
 ]
 
 # What the schema cannot express (its `$comment`): (name, JSON text, schema accepts,
@@ -526,6 +551,8 @@ LEVELS = [
     ("routing", at(base(), ["routing"], {_unknown: 1})),
     ("redaction", at(base(), ["redaction"], {_unknown: 1})),
     ("pattern", at(base(), ["redaction"], {"patterns": [{_unknown: 1}]})),
+    ("global_quota", at(base(), ["global_quota"], {_unknown: 1})),
+    ("quota_global", with_quota({"global": {_unknown: 1}})),
 ]
 
 
@@ -552,6 +579,10 @@ ENUMS = [
     (["$defs", "route", "properties", "traffic_class"],
      at(base(), ["routes"], [{"prefix": "/x", "api": "none", "traffic_class": "zz"}])),
     (["properties", "quota_failure_mode"], at(base(), ["quota_failure_mode"], "zz")),
+    (["$defs", "quota_global", "properties", "unit"], with_global({"requests": 1, "unit": "zz"})),
+    (["$defs", "quota_global", "properties", "mode"], with_global({"requests": 1, "mode": "zz"})),
+    (["$defs", "quota_global", "properties", "on_unavailable"],
+     with_global({"requests": 1, "on_unavailable": "zz"})),
 ]
 
 
@@ -579,6 +610,8 @@ def test_required_fields_match_the_filter():
         ("route", at(base(), ["routes"], [{"prefix": "/x", "api": "none"}]), ["routes", 0, "api"]),
         ("model", at(base(), ["models"], [{"name": "m"}]), ["models", 0, "name"]),
         ("pattern", at(base(), ["redaction"], {"patterns": [{"pattern": "x"}]}), ["redaction", "patterns", 0, "pattern"]),
+        ("global_quota", with_global({"requests": 1}), ["global_quota", "cluster"]),
+        ("global_quota", with_global({"requests": 1}), ["global_quota", "expected_replicas"]),
     ]
     required = {lvl: set((schema if lvl == "" else schema["$defs"][lvl]).get("required", [])) for lvl, _ in LEVELS}
     for lvl, cfg, path in cases:

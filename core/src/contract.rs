@@ -3,15 +3,16 @@
 //! rules depend on these spellings; change them only with a version bump (see README).
 
 /// Version of the filter-state / log contract. Bumped on any incompatible change.
-pub const CONTRACT_VERSION: u32 = 3;
+pub const CONTRACT_VERSION: u32 = 4;
 
 /// Every field of the gateway record (`wasm.ai.record`), in order: the gateway
 /// log contract plus `model`, `traffic_class`, `usage_estimated`, `prompt_sha256`,
 /// `prompt_blake3` and `stream_complete` (version 2 added `prompt_blake3`, the default
 /// fingerprint; `prompt_sha256` is set only under `fingerprint_algorithm: hmac_sha256`;
-/// version 3 made `request_id` the gateway's own id and added `client_request_id`).
+/// version 3 made `request_id` the gateway's own id and added `client_request_id`;
+/// version 4 added `quota_mode`, also in the audit record).
 /// `prompt_preview` appears only when previews are configured.
-pub const GATEWAY_RECORD_FIELDS: [&str; 21] = [
+pub const GATEWAY_RECORD_FIELDS: [&str; 22] = [
     "timestamp",
     "request_id",
     "client_request_id",
@@ -33,6 +34,7 @@ pub const GATEWAY_RECORD_FIELDS: [&str; 21] = [
     "prompt_sha256",
     "prompt_blake3",
     "stream_complete",
+    "quota_mode",
 ];
 
 /// Filter-state keys. `set_property(["ai.tenant"])` lands in Envoy's filter state as
@@ -66,6 +68,7 @@ pub mod state {
     pub const PROMPT_SHA256: &str = "ai.prompt_sha256";
     pub const PROMPT_BLAKE3: &str = "ai.prompt_blake3";
     pub const HOSTNAME: &str = "ai.hostname";
+    pub const QUOTA_MODE: &str = "ai.quota_mode";
 }
 
 /// Request headers the filter sets towards the upstream (and the route table). Any
@@ -117,6 +120,11 @@ pub mod metric {
     pub const COST_USD_MICROS_TOTAL: &str = "ai_gateway_cost_usd_micros_total";
     pub const QUOTA_REJECTIONS_TOTAL: &str = "ai_gateway_quota_rejections_total";
     pub const AUTH_DENIALS_TOTAL: &str = "ai_gateway_auth_denials_total";
+    /// Quota decisions made without the rate limit service (labels tenant, mode:
+    /// `local_fallback` or `closed`).
+    pub const QUOTA_DEGRADED_TOTAL: &str = "ai_gateway_quota_degraded_total";
+    /// Syncs with the rate limit service by one process (label `result`: ok, failed).
+    pub const GLOBAL_SYNCS_TOTAL: &str = "ai_gateway_global_syncs_total";
     /// Gauge: one VM's linear memory in bytes, labelled `vm` (the VM's ordinal).
     pub const WASM_MEMORY_BYTES: &str = "ai_gateway_wasm_memory_bytes";
     /// The label value used for anything not in the configuration (bounded cardinality).

@@ -305,6 +305,29 @@ pub fn quota_config() -> Result<Vec<u8>, String> {
     serde_json::to_vec(&cfg).map_err(|e| e.to_string())
 }
 
+/// demo.json with tenant-a's limits also global, in synced mode (docs/global-quotas.md):
+/// the request path adds shared-data calls only, never a call to the service.
+pub fn global_config() -> Result<Vec<u8>, String> {
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(DEMO_CONFIG).map_err(|e| format!("filters/demo.json: {e}"))?;
+    let obj = cfg
+        .as_object_mut()
+        .ok_or("filters/demo.json: not an object")?;
+    obj.insert(
+        "global_quota".into(),
+        serde_json::json!({"cluster": "ratelimit", "expected_replicas": 2}),
+    );
+    let quota = cfg
+        .pointer_mut("/tenants/0/quota")
+        .and_then(|q| q.as_object_mut())
+        .ok_or("filters/demo.json: tenants[0].quota missing")?;
+    quota.insert(
+        "global".into(),
+        serde_json::json!({"unit": "minute", "requests": 100000, "tokens": 100000000}),
+    );
+    serde_json::to_vec(&cfg).map_err(|e| e.to_string())
+}
+
 /// What one metered span cost.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -521,8 +544,9 @@ fn respond(
 }
 
 /// The metered exchanges, in report order.
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 11] = [
     "chat_1k",
+    "chat_1k_global",
     "chat_1k_cold",
     "chat_64k",
     "stream_16",
@@ -571,6 +595,7 @@ pub fn run_in(meter: &Meter, name: &str) -> Result<(Vm, Outcome), String> {
     let demo = DEMO_CONFIG.as_bytes().to_vec();
     let (config, warmups, measured): (Vec<u8>, Vec<Exchange>, Exchange) = match name {
         "chat_1k" => (demo, vec![chat(1024)], chat(1024)),
+        "chat_1k_global" => (global_config()?, vec![chat(1024)], chat(1024)),
         "chat_1k_cold" => (demo, vec![], chat(1024)),
         "chat_64k" => (demo, vec![chat(65536)], chat(65536)),
         "stream_16" => (demo, vec![stream(16)], stream(16)),

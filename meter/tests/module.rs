@@ -744,3 +744,35 @@ fn the_memory_gauge_gets_a_one_second_tick_when_nothing_else_arms_one() {
     let vm = configured_vm(meter(), cfg.to_string().into_bytes()).unwrap();
     assert_eq!(vm.host().tick_period_ms, 1000);
 }
+
+#[test]
+#[ignore = "needs the built module: run `make meter`"]
+fn a_synced_global_limit_costs_shared_data_calls_only() {
+    let local = run("chat_1k");
+    let global = run("chat_1k_global");
+    let count = |out: &Outcome, name: &str| out.calls_named(name).len();
+    for name in ["proxy_get_shared_data", "proxy_set_shared_data"] {
+        // Reserve: one get and one set per counter (requests, tokens); settle: the
+        // tokens counter's correction.
+        assert_eq!(count(&global.1, name), count(&local.1, name) + 3, "{name}");
+    }
+    assert_eq!(
+        count(&global.1, "proxy_grpc_call"),
+        0,
+        "no call per request"
+    );
+    assert_eq!(
+        global.1.usage.host_calls_total,
+        local.1.usage.host_calls_total + 6
+    );
+    let record = json(&state_once(&global.1, "ai.record"));
+    assert_eq!(record["quota_mode"], "global");
+    assert_eq!(
+        json(&state_once(&local.1, "ai.record"))["quota_mode"],
+        "local"
+    );
+    assert_eq!(
+        json(&state_once(&global.1, "ai.audit"))["quota_mode"],
+        "global"
+    );
+}

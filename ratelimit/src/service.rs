@@ -45,7 +45,14 @@ impl RateLimitService for Rls {
         } else {
             self.store.run(&plan.ops).await.map_err(|e| {
                 log::debug(|| format!("request failed: {e}"));
-                Status::unavailable(format!("rate limit store unavailable: {e}"))
+                // UNAVAILABLE promises the call was not counted (a client may send it
+                // again); after a timeout Redis may still run it, so that is
+                // DEADLINE_EXCEEDED.
+                if e.maybe_applied {
+                    Status::deadline_exceeded(format!("rate limit store did not answer: {e}"))
+                } else {
+                    Status::unavailable(format!("rate limit store unavailable: {e}"))
+                }
             })?
         };
         let response = plan.respond(&values);

@@ -58,6 +58,20 @@ const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
+/// Why a script call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub message: String,
+    /// Redis may have run the script (a timeout after it was sent).
+    pub maybe_applied: bool,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     conn: ConnectionManager,
@@ -93,7 +107,10 @@ impl Store {
     }
 
     /// Runs the operations in one script call; the counters' values after each.
-    pub async fn run(&self, ops: &[Op]) -> Result<Vec<i64>, String> {
+    /// Runs the script. On failure, `Failure::maybe_applied` says whether Redis may have
+    /// run it anyway (it timed out after the script was sent), which callers must not
+    /// retry blindly; otherwise it was never run.
+    pub async fn run(&self, ops: &[Op]) -> Result<Vec<i64>, Failure> {
         let mut invocation = self.script.prepare_invoke();
         for op in ops {
             let kind = match op.kind {
@@ -108,13 +125,22 @@ impl Store {
         let call = invocation.invoke_async::<Vec<i64>>(&mut conn);
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(values)) if values.len() == ops.len() => Ok(values),
-            Ok(Ok(values)) => Err(format!(
-                "the script returned {} values for {} operations",
-                values.len(),
-                ops.len()
-            )),
-            Ok(Err(e)) => Err(describe(&e)),
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+            Ok(Ok(values)) => Err(Failure {
+                maybe_applied: true,
+                message: format!(
+                    "the script returned {} values for {} operations",
+                    values.len(),
+                    ops.len()
+                ),
+            }),
+            Ok(Err(e)) => Err(Failure {
+                maybe_applied: e.is_timeout(),
+                message: describe(&e),
+            }),
+            Err(_) => Err(Failure {
+                maybe_applied: true,
+                message: format!("no answer within {} ms", self.timeout.as_millis()),
+            }),
         };
         self.observe(&result);
         result
@@ -135,7 +161,7 @@ impl Store {
     }
 
     /// One log line per change between reachable and unreachable.
-    fn observe<T>(&self, result: &Result<T, String>) {
+    fn observe<T, E: std::fmt::Display>(&self, result: &Result<T, E>) {
         let now = if result.is_ok() { UP } else { DOWN };
         let before = self.state.swap(now, Ordering::Relaxed);
         if before == now {

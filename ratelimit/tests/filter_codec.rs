@@ -16,14 +16,20 @@ fn the_filters_request_is_envoys_request() {
         Descriptor {
             entries: vec![("kind", "tokens"), ("tenant", "tenant-a")],
             hits: Some(1234),
+            limit: Some(rls::Override {
+                requests_per_unit: 50_000,
+                unit: 3,
+            }),
         },
         Descriptor {
             entries: vec![("kind", "requests"), ("tenant", "tenant-a")],
             hits: Some(0),
+            limit: None,
         },
         Descriptor {
             entries: vec![("kind", "requests")],
             hits: None,
+            limit: None,
         },
     ];
     let bytes = rls::encode_request("ai-gateway", &d);
@@ -49,6 +55,10 @@ fn the_filters_request_is_envoys_request() {
         ]
     );
     assert_eq!(req.descriptors[0].hits_addend.map(|h| h.value), Some(1234));
+    let limit = req.descriptors[0].limit.unwrap();
+    assert_eq!(limit.requests_per_unit, 50_000);
+    assert_eq!(limit.unit, Unit::Hour as i32);
+    assert_eq!(req.descriptors[1].limit, None);
     assert_eq!(
         req.descriptors[1].hits_addend.map(|h| h.value),
         Some(0),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 use crate::openai::request::Api;
 
 use crate::config::digest::DigestMap;
+use crate::quota::global::{Engine, EngineSpec, TenantGlobal};
 use crate::quota::QuotaConfig;
 use crate::redact::{FingerprintKey, RedactionConfig, Redactor};
 
@@ -263,6 +264,9 @@ pub struct ConfigSpec {
     pub redaction: RedactionConfig,
     #[serde(default)]
     pub filter_state: FilterStateMode,
+    /// The rate limit service that counts the tenants' `quota.global` limits.
+    #[serde(default)]
+    pub global_quota: Option<EngineSpec>,
 }
 
 /// A route's `api`: one of [`Api`]'s names, or `"none"`.
@@ -424,6 +428,8 @@ pub struct Config {
     pub fingerprint_salt: Option<Vec<u8>>,
     /// The salt prepared for `redaction.fingerprint_algorithm`.
     pub fingerprint_key: Option<FingerprintKey>,
+    /// The rate limit service of the global limits (`global_quota`).
+    pub global: Option<Engine>,
 }
 
 impl Config {
@@ -469,6 +475,18 @@ impl Config {
 
     pub fn tenant(&self, idx: usize) -> Option<&Tenant> {
         self.tenants.get(idx)
+    }
+
+    /// The tenants with global limits, for the sync: (index, name, limits).
+    pub fn global_tenants(&self) -> Vec<(usize, &str, &TenantGlobal)> {
+        self.tenants
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let g = t.quota.as_ref()?.global.as_ref()?;
+                Some((i, t.name.as_str(), g))
+            })
+            .collect()
     }
 }
 

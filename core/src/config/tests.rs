@@ -268,3 +268,62 @@ fn host_normalization() {
     assert_eq!(normalize_host("[::1]"), "[::1]");
     assert_eq!(normalize_host(""), "");
 }
+
+#[test]
+fn global_limits_need_the_engine_and_valid_fields() {
+    let base = |extra: &str, global: &str| {
+        format!(
+            r#"{{{extra}"tenants":[{{"name":"a","hosts":["a.example.com"],"quota":{{"global":{global}}}}}]}}"#
+        )
+    };
+    let parse = |s: String| Config::parse(s.as_bytes(), &|_| None);
+    let engine = r#""global_quota":{"cluster":"ratelimit","expected_replicas":2},"#;
+    let ok = parse(base(
+        engine,
+        r#"{"requests":100,"unit":"hour","mode":"strict"}"#,
+    ))
+    .unwrap();
+    let e = ok.global.as_ref().unwrap();
+    assert_eq!(
+        (
+            e.spec.domain.as_str(),
+            e.spec.sync_interval_ms,
+            e.spec.timeout_ms
+        ),
+        ("ai-gateway", 200, 250)
+    );
+    assert_eq!(ok.global_tenants().len(), 1);
+    let err = |extra: &str, global: &str| parse(base(extra, global)).unwrap_err();
+    assert_eq!(
+        err("", r#"{"requests":1}"#),
+        "tenants[0].quota.global: needs global_quota (the rate limit service)"
+    );
+    assert_eq!(
+        err(engine, "{}"),
+        "tenants[0].quota.global: needs requests, tokens or both"
+    );
+    assert_eq!(
+        err(engine, r#"{"tokens":0}"#),
+        "tenants[0].quota.global.tokens: must be >= 1"
+    );
+    assert!(err(engine, r#"{"requests":1,"unit":"week"}"#)
+        .starts_with("tenants[0].quota.global.unit: unknown variant"));
+    assert_eq!(
+        err(
+            r#""global_quota":{"cluster":"rl","expected_replicas":0},"#,
+            r#"{"requests":1}"#
+        ),
+        "global_quota.expected_replicas: must be in 1..=1000, got 0"
+    );
+    assert_eq!(
+        err(
+            r#""global_quota":{"cluster":"","expected_replicas":2},"#,
+            r#"{"requests":1}"#
+        ),
+        "global_quota.cluster: must name the rate limit service's cluster"
+    );
+    assert!(
+        err(r#""global_quota":{"cluster":"rl"},"#, r#"{"requests":1}"#)
+            .contains("expected_replicas")
+    );
+}

@@ -10,6 +10,7 @@ use crate::config::{
     TenantSpec, TrafficClass,
 };
 use crate::openai::request::Api;
+use crate::quota::global::Engine;
 use crate::redact::{FingerprintKey, RedactionConfig, Redactor};
 
 /// Names that end up as metric label values and shared-data keys: keep them plain.
@@ -60,6 +61,17 @@ pub fn build(spec: ConfigSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<C
         tenants.push(index.add(ti, t, &models)?);
     }
     check_settings(&spec.identity, &spec.routing, &spec.limits, &index)?;
+    let global = spec.global_quota.map(Engine::build).transpose()?;
+    if global.is_none() {
+        if let Some(i) = tenants
+            .iter()
+            .position(|t| t.quota.as_ref().is_some_and(|q| q.global.is_some()))
+        {
+            return Err(format!(
+                "tenants[{i}].quota.global: needs global_quota (the rate limit service)"
+            ));
+        }
+    }
     let shared_hosts = shared_hosts(&spec.identity, &index.hosts)?;
     let redactor = Redactor::from_config(&spec.redaction)?;
     let salt = fingerprint_salt(&spec.redaction, env)?;
@@ -87,6 +99,7 @@ pub fn build(spec: ConfigSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<C
             .as_ref()
             .map(|s| FingerprintKey::new(spec.redaction.fingerprint_algorithm, s)),
         fingerprint_salt: salt,
+        global,
     })
 }
 

@@ -607,6 +607,7 @@ impl Exchange {
             },
             denial_reason: self.denial.as_ref().map(|d| d.reason),
             busy_ns,
+            unreachable: None,
         }
     }
 
@@ -669,6 +670,7 @@ impl Exchange {
             } else {
                 None
             },
+            quota_mode: None,
             prompt_preview: self.prompt_preview.clone(),
         };
         let audit = AuditRecord {
@@ -689,6 +691,7 @@ impl Exchange {
             hostname: self.hostname.clone(),
             auth_source: self.identity.as_ref().map(|i| i.source.as_str()),
             http_status: status,
+            quota_mode: None,
         };
         (gateway, audit)
     }

@@ -19,6 +19,6 @@ pub mod request;
 pub mod route;
 pub mod worker;
 
-pub use plan::{Flow, LocalReply, Plan};
+pub use plan::{Flow, GrpcCall, LocalReply, Plan, RLS_METHOD, RLS_SERVICE};
 pub use request::{LogInput, LogNeeds, Request, RequestBody, RequestHeaders};
 pub use worker::{Worker, WorkerState};

@@ -21,6 +21,20 @@ pub struct LocalReply {
     pub body: String,
 }
 
+/// A unary gRPC call the host sends for the request (a strict quota admission); its
+/// answer goes to `Request::on_quota_answer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcCall {
+    /// `envoy.config.core.v3.GrpcService`, as `proxy_dispatch_grpc_call` takes it.
+    pub upstream: Vec<u8>,
+    pub message: Vec<u8>,
+    pub timeout_ms: u32,
+}
+
+/// The service and method every call of the filter goes to (RLS v3).
+pub const RLS_SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+pub const RLS_METHOD: &str = "ShouldRateLimit";
+
 /// The effects of one callback, in execution order.
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
@@ -40,6 +54,10 @@ pub struct Plan {
     pub filter_state: Vec<(&'static str, String)>,
     /// Metric series to increment or record.
     pub metrics: Vec<Observation>,
+    /// Send this call; the stream stays paused until its answer.
+    pub grpc_call: Option<GrpcCall>,
+    /// Resume the paused request (after a call's answer admitted it).
+    pub resume: bool,
     pub flow: Flow,
 }
 

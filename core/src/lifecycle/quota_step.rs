@@ -2,11 +2,14 @@
 //! a response. Reserve once per request (at headers for body-less routes, after the body
 //! otherwise, when the token estimate is known); settle once, in `on_log`.
 
-use crate::config::{Config, TrafficClass};
+use crate::config::{Config, FailureMode, TrafficClass};
 use crate::deny::Denial;
 use crate::lifecycle::exchange::Exchange;
 use crate::openai::request::Api;
-use crate::quota::{self, QuotaRequest, Reservation, ReserveVerdict, SharedStore};
+use crate::quota::global::{self, CallFailure, Outcome, QuotaMode, StrictCall};
+use crate::quota::rls;
+use crate::quota::SharedStore;
+use crate::quota::{self, headers_for, BucketKind, QuotaRequest, Reservation, ReserveVerdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -29,6 +32,15 @@ pub struct QuotaState {
     pub round_trips: u32,
     /// A store failure influenced a decision (failed open or closed).
     pub degraded: bool,
+    /// The tenant whose global limits were charged, and the charges to settle.
+    global: Option<(usize, Vec<global::Charge>)>,
+    /// A strict admission waiting for its call.
+    call: Option<(usize, StrictCall)>,
+    /// How the quota was decided (records' `quota_mode`); `None` until it was.
+    pub mode: Option<QuotaMode>,
+    /// Set when the rate limit service was unreachable: `local_fallback` or `closed`
+    /// (the degraded-decision metric).
+    pub unreachable: Option<&'static str>,
 }
 
 /// Prompt estimate plus the completion the request may produce.
@@ -84,7 +96,8 @@ impl QuotaState {
         match outcome.verdict {
             ReserveVerdict::Allowed => {
                 self.reservation = outcome.reservation;
-                Ok(())
+                let tenant_idx = ex.identity.as_ref().map_or(0, |id| id.tenant);
+                self.reserve_global(cfg, tenant_idx, store, tokens, now_ms)
             }
             ReserveVerdict::Denied {
                 kind: k,
@@ -99,16 +112,131 @@ impl QuotaState {
                 Err((Denial::quota(k, msg), self.headers.clone()))
             }
             ReserveVerdict::TooLarge { kind: k, cost, max } => {
-                let msg = format!(
-                    "This request needs an estimated {cost} {} but tenant {} can never use more \
-                     than {max} at once; reduce max_tokens or the prompt. Retrying will not help.",
-                    k.label(),
-                    tenant.name
-                );
-                Err((Denial::quota_too_large(k, msg), self.headers.clone()))
+                Err((too_large(k, cost, max, &tenant.name), self.headers.clone()))
             }
             ReserveVerdict::StoreUnavailable => Err((Denial::quota_unavailable(), Vec::new())),
         }
+    }
+
+    /// The tenant's global limits, after its local buckets: charged now (synced), or a
+    /// call prepared for the host to send (strict, see [`QuotaState::take_call`]).
+    #[allow(clippy::result_large_err)] // see `Refusal`
+    fn reserve_global(
+        &mut self,
+        cfg: &Config,
+        tenant_idx: usize,
+        store: &dyn SharedStore,
+        tokens: u64,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
+        let Some(t) = global_tenant(cfg, tenant_idx) else {
+            self.mode = Some(QuotaMode::Local);
+            return Ok(());
+        };
+        match t.limits.mode {
+            global::Mode::Synced => {
+                let out = global::admit_synced(store, &t, tokens, now_ms);
+                self.decided(cfg, tenant_idx, store, out, now_ms)
+            }
+            global::Mode::Strict => {
+                self.mode = Some(QuotaMode::Strict);
+                if let Some(call) = global::strict_call(&t, tokens, now_ms) {
+                    self.call = Some((tenant_idx, call));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The message of a strict admission the host must send before the request goes on
+    /// (the request stays paused until [`QuotaState::on_answer`]).
+    pub fn take_call(&mut self) -> Option<Vec<u8>> {
+        self.call.as_ref().map(|(_, c)| c.message.clone())
+    }
+
+    /// Whether a strict admission is waiting for its answer.
+    pub fn awaiting(&self) -> bool {
+        self.call.is_some()
+    }
+
+    /// The strict admission's answer, or how its call failed.
+    #[allow(clippy::result_large_err)] // see `Refusal`
+    pub fn on_answer(
+        &mut self,
+        cfg: &Config,
+        store: &dyn SharedStore,
+        answer: Result<rls::Response, CallFailure>,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
+        let Some((idx, call)) = self.call.take() else {
+            return Ok(());
+        };
+        let Some(t) = global_tenant(cfg, idx) else {
+            return Ok(());
+        };
+        let out = global::strict_outcome(store, &t, call, answer, now_ms);
+        self.decided(cfg, idx, store, out, now_ms)
+    }
+
+    /// A global decision: kept for settlement, or a refusal (the local reservation is
+    /// given back, since the request does not go on).
+    #[allow(clippy::result_large_err)] // see `Refusal`
+    fn decided(
+        &mut self,
+        cfg: &Config,
+        idx: usize,
+        store: &dyn SharedStore,
+        out: Outcome,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
+        let name = cfg.tenant(idx).map_or("", |t| t.name.as_str());
+        let refusal = match out {
+            Outcome::Admitted { mode, charges } => {
+                self.mode = Some(mode);
+                if mode == QuotaMode::LocalFallback {
+                    self.unreachable = Some("local_fallback");
+                }
+                self.global = Some((idx, charges));
+                return Ok(());
+            }
+            Outcome::Denied {
+                mode,
+                kind,
+                retry_after_ms,
+            } => {
+                self.mode = Some(mode);
+                if mode == QuotaMode::LocalFallback {
+                    self.unreachable = Some("local_fallback");
+                }
+                let secs = retry_after_ms.div_ceil(1000).max(1);
+                let msg = format!(
+                    "Rate limit reached for {} of tenant {name} across all gateways. \
+                     Please try again in {secs}s.",
+                    kind.label()
+                );
+                (
+                    Denial::quota(kind, msg),
+                    headers_for(&[], Some(retry_after_ms)),
+                )
+            }
+            Outcome::TooLarge { kind, cost, max } => (too_large(kind, cost, max, name), Vec::new()),
+            Outcome::Unavailable => {
+                self.unreachable = Some("closed");
+                (Denial::quota_unavailable(), Vec::new())
+            }
+            Outcome::StoreFailed => {
+                self.degraded = true;
+                match cfg.quota_failure_mode {
+                    FailureMode::Open => return Ok(()),
+                    FailureMode::Closed => (Denial::quota_unavailable(), Vec::new()),
+                }
+            }
+        };
+        if let Some(r) = self.reservation.take() {
+            let out = quota::release(store, &r, now_ms);
+            self.round_trips = self.round_trips.saturating_add(out.round_trips);
+        }
+        Err(refusal)
     }
 
     /// `x-ratelimit-*` headers for the response of an allowed request.
@@ -118,14 +246,46 @@ impl QuotaState {
 
     /// Settle the reservation against `billed`, what the request is billed (see
     /// `Exchange::billable`), and return it (for `wasm.ai.tokens_total`).
-    pub fn settle(&mut self, store: &dyn SharedStore, billed: u64, now_ms: u64) -> u64 {
+    pub fn settle(
+        &mut self,
+        cfg: &Config,
+        store: &dyn SharedStore,
+        billed: u64,
+        now_ms: u64,
+    ) -> u64 {
         if let Some(r) = self.reservation.take() {
             let out = quota::settle(store, r, billed, now_ms);
             self.round_trips = self.round_trips.saturating_add(out.round_trips);
             self.degraded |= out.degraded;
         }
+        if let Some((idx, charges)) = self.global.take() {
+            if let Some(t) = global_tenant(cfg, idx) {
+                global::settle(store, &t, &charges, billed, now_ms);
+            }
+        }
         billed
     }
+}
+
+/// The tenant's global limits with the engine, when both are configured.
+fn global_tenant(cfg: &Config, idx: usize) -> Option<global::Tenant<'_>> {
+    let tenant = cfg.tenant(idx)?;
+    Some(global::Tenant {
+        prefix: &cfg.shared_data_prefix,
+        name: &tenant.name,
+        limits: tenant.quota.as_ref()?.global.as_ref()?,
+        engine: cfg.global.as_ref()?,
+    })
+}
+
+/// A request that can never fit: 400, retrying cannot help.
+fn too_large(kind: BucketKind, cost: u64, max: u64, tenant: &str) -> Denial {
+    let msg = format!(
+        "This request needs an estimated {cost} {} but tenant {tenant} can never use more \
+         than {max} at once; reduce max_tokens or the prompt. Retrying will not help.",
+        kind.label()
+    );
+    Denial::quota_too_large(kind, msg)
 }
 
 #[cfg(test)]

@@ -7,14 +7,16 @@
 use std::sync::Arc;
 
 use super::exchange::{BodyAction, End, Exchange, HeadersAction, RequestHead, ResponseHead};
-use super::plan::{Flow, LocalReply, Plan};
+use super::plan::{Flow, GrpcCall, LocalReply, Plan};
 use super::quota_step::{QuotaState, Stage};
 pub use super::worker::Worker;
 use crate::config::Config;
 use crate::contract::header;
 use crate::deny::Denial;
 use crate::metrics::observations;
+use crate::quota::global::{CallFailure, QuotaMode};
 use crate::quota::inflight::{self, Acquire};
+use crate::quota::rls;
 use crate::record::state_entries;
 
 /// What Envoy offers with the request headers.
@@ -331,11 +333,63 @@ impl Request {
             .ex
             .billable(&cfg, &end)
             .map_or(0, |(u, _)| u.total_tokens);
-        let settled = self.quota.settle(w.store, billed, end.now_ms);
+        let settled = self.quota.settle(&cfg, w.store, billed, end.now_ms);
+        let (mut gateway, mut audit) = (gateway, audit);
+        let mode = self.quota_mode(&cfg).label();
+        gateway.quota_mode = Some(mode);
+        audit.quota_mode = Some(mode);
+        let mut finished = self.ex.finished(&gateway, input.busy_ns);
+        finished.unreachable = self.quota.unreachable;
         Plan {
             filter_state: state_entries(&gateway, &audit, settled, cfg.filter_state),
-            metrics: observations(&self.ex.finished(&gateway, input.busy_ns)),
+            metrics: observations(&finished),
             ..Plan::default()
+        }
+    }
+
+    /// The decided mode, or the one the tenant's quota runs in (the records' `quota_mode`).
+    fn quota_mode(&self, cfg: &Config) -> QuotaMode {
+        self.quota.mode.unwrap_or_else(|| {
+            let g = self
+                .ex
+                .identity
+                .as_ref()
+                .and_then(|i| cfg.tenant(i.tenant))
+                .and_then(|t| t.quota.as_ref())
+                .and_then(|q| q.global.as_ref());
+            QuotaMode::configured(g)
+        })
+    }
+
+    /// The answer of the strict admission the plan's `grpc_call` asked for (or how the
+    /// call failed). `inline`: the dispatch itself failed, inside the callback that
+    /// paused, so the stream simply goes on (or is refused) instead of being resumed.
+    pub fn on_quota_answer(
+        &mut self,
+        w: &mut Worker,
+        answer: Result<rls::Response, CallFailure>,
+        now_ms: u64,
+        inline: bool,
+    ) -> Plan {
+        let Some(cfg) = self.cfg.clone() else {
+            return Plan::proceed();
+        };
+        if !self.quota.awaiting() || self.local_reply {
+            return Plan::proceed();
+        }
+        match self.quota.on_answer(&cfg, w.store, answer, now_ms) {
+            Ok(()) => {
+                self.ex.on_forwarded(now_ms);
+                Plan {
+                    resume: !inline,
+                    ..Plan::default()
+                }
+            }
+            Err((d, headers)) => {
+                self.release_slot(w, now_ms);
+                self.ex.denial = Some(d.clone());
+                self.reply(Plan::default(), &d, headers)
+            }
         }
     }
 
@@ -421,10 +475,21 @@ impl Request {
         let charged =
             admitted.and_then(|()| self.quota.reserve(cfg, &self.ex, w.store, now_ms, stage));
         match charged {
-            Ok(()) => {
-                self.ex.on_forwarded(now_ms);
-                plan
-            }
+            Ok(()) => match (self.quota.take_call(), &cfg.global) {
+                (Some(message), Some(engine)) => Plan {
+                    grpc_call: Some(GrpcCall {
+                        upstream: engine.grpc_service.clone(),
+                        message,
+                        timeout_ms: engine.spec.timeout_ms,
+                    }),
+                    flow: Flow::Pause,
+                    ..plan
+                },
+                _ => {
+                    self.ex.on_forwarded(now_ms);
+                    plan
+                }
+            },
             Err((d, headers)) => {
                 self.release_slot(w, now_ms);
                 self.ex.denial = Some(d.clone());

@@ -7,8 +7,13 @@ use std::collections::HashMap;
 
 use super::hold::{HoldWatch, Tick};
 use super::ids::RequestIds;
+use super::plan::GrpcCall;
 use crate::config::Config;
+use crate::metrics::{sync_observation, Observation};
+use crate::quota::global::sync::{self, Item};
+use crate::quota::global::CallFailure;
 use crate::quota::inflight::{self, HEARTBEAT_MS};
+use crate::quota::rls;
 use crate::quota::SharedStore;
 
 #[derive(Debug)]
@@ -20,6 +25,11 @@ pub struct WorkerState {
     /// Slots this VM's requests hold, per shared-data key.
     slots: HashMap<String, u32>,
     last_heartbeat_ms: u64,
+    /// The global sync: when this VM last sent one, and what the one in flight reports.
+    last_sync_ms: u64,
+    sync_in_flight: Option<(u64, Vec<Item>)>,
+    /// Whether the last sync succeeded (logged on change only).
+    sync_ok: bool,
 }
 
 impl WorkerState {
@@ -31,7 +41,72 @@ impl WorkerState {
             vm: seeds.0 ^ seeds.1.rotate_left(32),
             slots: HashMap::new(),
             last_heartbeat_ms: 0,
+            last_sync_ms: 0,
+            sync_in_flight: None,
+            sync_ok: true,
         }
+    }
+
+    /// The root's tick: the sync call to send now, if this VM syncs for the process
+    /// (elected through shared data), a sync interval has passed, and none is in flight.
+    pub fn sync_due(
+        &mut self,
+        store: &dyn SharedStore,
+        cfg: &Config,
+        now_ms: u64,
+    ) -> Option<GrpcCall> {
+        let engine = cfg.global.as_ref()?;
+        let interval = u64::from(engine.spec.sync_interval_ms);
+        if now_ms.saturating_sub(self.last_sync_ms) < interval {
+            return None;
+        }
+        if let Some((sent, _)) = &self.sync_in_flight {
+            // The host always answers a call (its deadline closes it); this only guards
+            // against an answer that never comes.
+            if now_ms.saturating_sub(*sent) <= u64::from(engine.spec.timeout_ms) * 4 {
+                return None;
+            }
+            self.sync_in_flight = None;
+        }
+        if !sync::elect(store, &cfg.shared_data_prefix, self.vm, engine, now_ms) {
+            return None;
+        }
+        self.last_sync_ms = now_ms;
+        let tenants = cfg.global_tenants();
+        let call = sync::begin(store, &cfg.shared_data_prefix, &tenants, engine, now_ms)?;
+        self.sync_in_flight = Some((now_ms, call.items));
+        Some(GrpcCall {
+            upstream: engine.grpc_service.clone(),
+            message: call.message,
+            timeout_ms: engine.spec.timeout_ms,
+        })
+    }
+
+    /// The answer to this VM's sync call (or how it failed), applied to the slots.
+    pub fn sync_answered(
+        &mut self,
+        store: &dyn SharedStore,
+        cfg: &Config,
+        answer: Result<rls::Response, CallFailure>,
+        now_ms: u64,
+    ) -> Option<Observation> {
+        let (_, items) = self.sync_in_flight.take()?;
+        let engine = cfg.global.as_ref()?;
+        let tenants = cfg.global_tenants();
+        let report = sync::finish(store, &tenants, engine, &items, answer, now_ms);
+        if report.ok != self.sync_ok {
+            if report.ok {
+                log::info!("global quota: the rate limit service answers again");
+            } else {
+                log::warn!(
+                    "global quota: the rate limit service did not answer the sync of {} \
+                     counters; tenants fall back to their on_unavailable policy",
+                    report.slots
+                );
+            }
+            self.sync_ok = report.ok;
+        }
+        Some(sync_observation(report.ok))
     }
 
     pub fn took_slot(&mut self, key: &str) {

@@ -70,6 +70,8 @@ pub struct Finished<'a> {
     pub denial_reason: Option<&'static str>,
     /// Time spent inside the filter's callbacks.
     pub busy_ns: u64,
+    /// The rate limit service was unreachable: `local_fallback` or `closed`.
+    pub unreachable: Option<&'static str>,
 }
 
 /// Everything one finished request contributes.
@@ -133,7 +135,20 @@ pub fn observations(f: &Finished) -> Vec<Observation> {
         out.push(counter(metric::COST_USD_MICROS_TOTAL, &tm, micros));
     }
     out.extend(f.denial_reason.and_then(|r| denial_counter(r, tenant)));
+    if let Some(mode) = f.unreachable {
+        out.push(counter(
+            metric::QUOTA_DEGRADED_TOTAL,
+            &[("tenant", tenant), ("mode", mode)],
+            1,
+        ));
+    }
     out
+}
+
+/// One sync of this process with the rate limit service.
+pub fn sync_observation(ok: bool) -> Observation {
+    let result = if ok { "ok" } else { "failed" };
+    counter(metric::GLOBAL_SYNCS_TOTAL, &[("result", result)], 1)
 }
 
 /// The refusal counters: quota rejections by bucket kind (`requests`, `tokens`, and the

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::bucket::{Limit, MAX_LIMIT};
+use super::global::TenantGlobal;
 
 /// Rate limits for one tenant. Every field is optional; an absent rate means
 /// that bucket does not exist (unlimited).
@@ -36,6 +37,10 @@ pub struct QuotaConfig {
     /// tenant-wide ones. Keys are exact model names.
     #[serde(default)]
     pub models: BTreeMap<String, ModelQuota>,
+    /// Limits across every gateway replica, counted by the rate limit service
+    /// (`global_quota`); checked after the buckets above.
+    #[serde(default)]
+    pub global: Option<TenantGlobal>,
 }
 
 /// Per-model limits; same meaning and defaults as in [`QuotaConfig`].
@@ -53,7 +58,7 @@ pub struct ModelQuota {
 }
 
 /// What a bucket counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BucketKind {
     Requests,
     Tokens,
@@ -110,6 +115,9 @@ impl QuotaConfig {
             "token_burst",
             self.token_burst,
         )?;
+        if let Some(g) = &self.global {
+            g.validate(&format!("{path}.global"))?;
+        }
         for (name, m) in &self.models {
             let mpath = format!("{path}.models[{name:?}]");
             if name.is_empty() {
@@ -135,7 +143,8 @@ impl QuotaConfig {
 
     /// True when no bucket is configured at all.
     pub fn is_unlimited(&self) -> bool {
-        self.requests_per_minute.is_none()
+        self.global.is_none()
+            && self.requests_per_minute.is_none()
             && self.tokens_per_minute.is_none()
             && self
                 .models
@@ -213,7 +222,7 @@ pub fn bucket_key(prefix: &str, tenant: &str, kind: BucketKind, model: Option<&s
     key
 }
 
-fn escape(part: &str) -> String {
+pub(crate) fn escape(part: &str) -> String {
     part.replace('%', "%25").replace(':', "%3A")
 }
 

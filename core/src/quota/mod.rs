@@ -14,6 +14,7 @@
 
 pub mod bucket;
 pub mod config;
+pub mod global;
 pub mod headers;
 pub mod inflight;
 pub mod reserve;
@@ -24,7 +25,7 @@ pub use bucket::{settle as settle_bucket, try_take, BucketState, Decision, Limit
 pub use config::{bucket_key, BucketKind, BucketSpec, ModelQuota, QuotaConfig};
 pub use headers::{format_duration, headers_for, rate_limit_headers};
 pub use reserve::{
-    peek, reserve, settle, BucketReport, ChargedBucket, QuotaRequest, Reservation, ReserveOutcome,
-    ReserveVerdict, StoreOutcome,
+    peek, release, reserve, settle, BucketReport, ChargedBucket, QuotaRequest, Reservation,
+    ReserveOutcome, ReserveVerdict, StoreOutcome,
 };
 pub use store::{SharedStore, StoreError, CREATE_CAS, MAX_CAS_ATTEMPTS};

@@ -264,6 +264,27 @@ where
     out
 }
 
+/// Gives back everything `reservation` took: a check after the local buckets (a global
+/// limit) refused the request.
+pub fn release<S>(store: &S, reservation: &Reservation, now_ms: u64) -> StoreOutcome
+where
+    S: SharedStore + ?Sized,
+{
+    let mut out = ReserveOutcome::allowed(0);
+    refund_all(
+        store,
+        &reservation.buckets,
+        reservation.class,
+        now_ms,
+        &mut out,
+    );
+    StoreOutcome {
+        degraded: out.degraded,
+        reports: Vec::new(),
+        round_trips: out.round_trips,
+    }
+}
+
 /// Reads every configured bucket without changing anything (1 get each), for
 /// headers on responses that did not go through [`reserve`].
 pub fn peek<S>(store: &S, config: &QuotaConfig, req: &QuotaRequest<'_>, now_ms: u64) -> StoreOutcome

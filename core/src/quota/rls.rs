@@ -4,7 +4,8 @@
 //!
 //! - `RateLimitRequest`: `domain` 1, `descriptors` 2, `hits_addend` 3 (0 means 1).
 //! - `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor`: `entries` 1 (`key` 1,
-//!   `value` 2), `hits_addend` 3 (`google.protobuf.UInt64Value`, `value` 1: an explicit 0
+//!   `value` 2), `limit` 2 (`RateLimitOverride`: `requests_per_unit` 1, `unit` 2),
+//!   `hits_addend` 3 (`google.protobuf.UInt64Value`, `value` 1: an explicit 0
 //!   is a pure read), `is_negative_hits` 4.
 //! - `RateLimitResponse`: `overall_code` 1, `statuses` 2; `DescriptorStatus`: `code` 1,
 //!   `current_limit` 2 (`requests_per_unit` 1, `unit` 2), `limit_remaining` 3,
@@ -12,11 +13,26 @@
 //!
 //! Unknown fields are skipped, as protobuf requires.
 
-/// One descriptor: its entries and how many hits it adds (`Some(0)`: a pure read).
+/// The last entry that makes a descriptor a refund of the counter its other entries name:
+/// an extension of `ai-gateway-ratelimit` (docs/ratelimit.md); other RLS servers see a
+/// descriptor without a limit and ignore it.
+pub const REFUND_KEY: &str = "ai_gateway_refund";
+
+/// One descriptor: its entries, how many hits it adds (`Some(0)`: a pure read), and the
+/// limit it asks for (an override of the service's own configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Descriptor<'a> {
     pub entries: Vec<(&'a str, &'a str)>,
     pub hits: Option<u64>,
+    pub limit: Option<Override>,
+}
+
+/// `RateLimitDescriptor.RateLimitOverride`: `requests_per_unit` per `unit` (the wire
+/// values of `RateLimitResponse.RateLimit.Unit`: 1 second, 2 minute, 3 hour, 4 day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Override {
+    pub requests_per_unit: u32,
+    pub unit: u32,
 }
 
 /// `RateLimitResponse.Code`.
@@ -84,6 +100,14 @@ pub fn encode_request(domain: &str, descriptors: &[Descriptor]) -> Vec<u8> {
             bytes_field(&mut entry, 2, v.as_bytes());
             bytes_field(&mut desc, 1, &entry);
         }
+        if let Some(o) = d.limit {
+            let mut limit = Vec::with_capacity(12);
+            tag(&mut limit, 1, 0);
+            varint(&mut limit, u64::from(o.requests_per_unit));
+            tag(&mut limit, 2, 0);
+            varint(&mut limit, u64::from(o.unit));
+            bytes_field(&mut desc, 2, &limit);
+        }
         if let Some(h) = d.hits {
             // UInt64Value { value = 1 }; a zero value is written as an empty message, which
             // decodes to 0, and presence is what makes it a pure read.
@@ -96,6 +120,19 @@ pub fn encode_request(domain: &str, descriptors: &[Descriptor]) -> Vec<u8> {
         }
         bytes_field(&mut out, 2, &desc);
     }
+    out
+}
+
+/// `envoy.config.core.v3.GrpcService { envoy_grpc (1): { cluster_name (1) } }`: what the
+/// filter hands `proxy_dispatch_grpc_call` as the upstream. Given a message, Envoy 1.40
+/// builds the client with `skip_cluster_check`, so the call returns Ok, InternalFailure,
+/// or (only when the client cannot be built at all) BadArgument; a missing cluster is
+/// reported later as the call's UNAVAILABLE close rather than as a status at dispatch.
+pub fn grpc_service(cluster: &str) -> Vec<u8> {
+    let mut envoy_grpc = Vec::with_capacity(cluster.len() + 2);
+    bytes_field(&mut envoy_grpc, 1, cluster.as_bytes());
+    let mut out = Vec::with_capacity(envoy_grpc.len() + 2);
+    bytes_field(&mut out, 1, &envoy_grpc);
     out
 }
 

@@ -6,6 +6,22 @@
 
 use super::bucket::BucketState;
 
+/// A value kept under one shared-data key.
+pub trait Stored: Sized {
+    fn to_bytes(&self) -> Vec<u8>;
+    /// `None` for bytes that are not a current encoding.
+    fn from_bytes(bytes: &[u8]) -> Option<Self>;
+}
+
+impl Stored for BucketState {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.encode().to_vec()
+    }
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        BucketState::decode(bytes)
+    }
+}
+
 /// Why a store call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreError {
@@ -38,25 +54,26 @@ pub const MAX_CAS_ATTEMPTS: u32 = 16;
 /// live key holding exactly this version is practically impossible.
 pub const CREATE_CAS: u32 = u32::MAX;
 
-/// Read-modify-write of one bucket.
+/// Read-modify-write of one key (a bucket, a global slot).
 ///
-/// `step` receives the current state (`init`, i.e. a full bucket, when the
+/// `step` receives the current state (`init`, e.g. a full bucket, when the
 /// stored bytes are unreadable) and returns the state to write, or `None`
 /// for a read-only outcome such as a denial. A missing key is first created
 /// with `init` and then re-read, so no decision is ever based on the
 /// unversioned creation write; losing a creation race only costs a retry.
 /// `trips` counts every get and set. `step` may run several times; the value
 /// from the run whose write succeeded is returned.
-pub fn update<S, T, F>(
+pub fn update<S, V, T, F>(
     store: &S,
     key: &str,
-    init: BucketState,
+    init: V,
     trips: &mut u32,
     mut step: F,
 ) -> Result<T, StoreError>
 where
     S: SharedStore + ?Sized,
-    F: FnMut(BucketState) -> (Option<BucketState>, T),
+    V: Stored + Copy,
+    F: FnMut(V) -> (Option<V>, T),
 {
     for _ in 0..MAX_CAS_ATTEMPTS {
         *trips = trips.saturating_add(1);
@@ -65,16 +82,16 @@ where
             // Missing (or unversioned: CREATE_CAS then mismatches and the
             // loop runs out, which is reported as a store error).
             *trips = trips.saturating_add(1);
-            match store.set(key, &init.encode(), Some(CREATE_CAS)) {
+            match store.set(key, &init.to_bytes(), Some(CREATE_CAS)) {
                 Ok(()) | Err(StoreError::CasMismatch) => continue,
                 Err(e) => return Err(e),
             }
         };
-        let state = BucketState::decode(&value).unwrap_or(init);
+        let state = V::from_bytes(&value).unwrap_or(init);
         let (next, out) = step(state);
         let Some(next) = next else { return Ok(out) };
         *trips = trips.saturating_add(1);
-        match store.set(key, &next.encode(), Some(cas)) {
+        match store.set(key, &next.to_bytes(), Some(cas)) {
             Ok(()) => return Ok(out),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
@@ -85,21 +102,14 @@ where
 }
 
 /// One get, no writes: the stored state, or `init` when missing/unreadable.
-pub fn read<S>(
-    store: &S,
-    key: &str,
-    init: BucketState,
-    trips: &mut u32,
-) -> Result<BucketState, StoreError>
+pub fn read<S, V>(store: &S, key: &str, init: V, trips: &mut u32) -> Result<V, StoreError>
 where
     S: SharedStore + ?Sized,
+    V: Stored,
 {
     *trips = trips.saturating_add(1);
     let (value, _) = store.get(key)?;
-    Ok(value
-        .as_deref()
-        .and_then(BucketState::decode)
-        .unwrap_or(init))
+    Ok(value.as_deref().and_then(V::from_bytes).unwrap_or(init))
 }
 
 #[cfg(test)]

@@ -133,6 +133,7 @@ pub fn gateway(g: &GatewayRecord) -> String {
     o.opt_str("prompt_sha256", g.prompt_sha256.as_deref());
     o.opt_str("prompt_blake3", g.prompt_blake3.as_deref());
     o.opt_bool("stream_complete", g.stream_complete);
+    o.opt_str("quota_mode", g.quota_mode);
     if let Some(p) = &g.prompt_preview {
         o.str("prompt_preview", p);
     }
@@ -156,6 +157,7 @@ pub fn audit(a: &AuditRecord) -> String {
     o.opt_str("hostname", a.hostname.as_deref());
     o.opt_str("auth_source", a.auth_source);
     o.opt_u64("http_status", a.http_status.map(u64::from));
+    o.opt_str("quota_mode", a.quota_mode);
     o.finish()
 }
 

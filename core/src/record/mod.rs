@@ -47,6 +47,8 @@ pub struct GatewayRecord {
     pub prompt_blake3: Option<String>,
     /// For streams: whether the upstream finished the stream (`[DONE]` or a clean end).
     pub stream_complete: Option<bool>,
+    /// How the quota was decided: `local`, `global` (synced), `strict`, `local_fallback`.
+    pub quota_mode: Option<&'static str>,
     /// Only when `redaction.prompt_preview_chars` > 0: a masked, truncated preview.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_preview: Option<String>,
@@ -70,6 +72,8 @@ pub struct AuditRecord {
     pub hostname: Option<String>,
     pub auth_source: Option<&'static str>,
     pub http_status: Option<u16>,
+    /// As in the gateway record.
+    pub quota_mode: Option<&'static str>,
 }
 
 /// The filter-state entries written in `on_log`: the two records, the keys the global
@@ -117,6 +121,7 @@ pub fn state_entries(
     );
     opt(state::PROMPT_SHA256, s(&g.prompt_sha256));
     opt(state::PROMPT_BLAKE3, s(&g.prompt_blake3));
+    opt(state::QUOTA_MODE, g.quota_mode.map(str::to_string));
     opt(state::DECISION, Some(a.decision.to_string()));
     opt(state::REASON, a.reason.map(str::to_string));
     out

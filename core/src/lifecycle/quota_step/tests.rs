@@ -1017,5 +1017,5 @@ fn settle_as(
         code_details: served.then_some("via_upstream"),
     };
     let billed = ex.billable(cfg, &end).map_or(0, |(u, _)| u.total_tokens);
-    q.settle(store, billed, now_ms)
+    q.settle(cfg, store, billed, now_ms)
 }

@@ -6,10 +6,12 @@ fn a_request_is_the_protobuf_envoy_sends() {
         Descriptor {
             entries: vec![("kind", "requests"), ("tenant", "t")],
             hits: Some(2),
+            limit: None,
         },
         Descriptor {
             entries: vec![("kind", "tokens")],
             hits: Some(0),
+            limit: None,
         },
     ];
     let b = encode_request("ai", &d);

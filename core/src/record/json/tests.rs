@@ -23,6 +23,7 @@ fn full_gateway() -> GatewayRecord {
         prompt_sha256: None,
         prompt_blake3: Some("ab".repeat(32)),
         stream_complete: Some(true),
+        quota_mode: Some("global"),
         prompt_preview: Some("Hello [EMAIL] ünïcode".into()),
     }
 }
