@@ -383,10 +383,10 @@ def test_synced_burst_admits_the_limit_and_overshoots_less_than_the_bound(stack)
             assert r.status_code in (200, 429), r.text
             nonlocal admitted
             admitted += r.status_code == 200
-            return r.status_code == 429 and r
-        r = poll(refused, timeout=SETTLE_TIMEOUT)
-        assert r, f"{rep.base_url} still admits {tenant} after the window was spent"
-        assert_quota_refusal(r.status_code, r.text, "requests")
+            return (r.status_code, r.text) if r.status_code == 429 else None
+        answer = poll(refused, timeout=SETTLE_TIMEOUT)
+        assert answer, f"{rep.base_url} still admits {tenant} after the window was spent"
+        assert_quota_refusal(*answer, "requests")
     assert admitted < N + REQUEST_OVERSHOOT, admitted
     assert wait_counter(stack.redis, key, admitted, timeout=SETTLE_TIMEOUT) == admitted
     assert window_start(UNIT) == start, "the test straddled two windows"
