@@ -21,9 +21,11 @@ CONCURRENCY Wasm VMs decide), one real redis-server and one real ai-gateway-rate
 Counts only, no timing assertions: waits poll until a condition holds (with a bound).
 Counters are per fixed window; each test leaves a window's edge first.
 """
+import contextlib
 import json
 import math
 import re
+import threading
 import uuid
 from collections import Counter
 from types import SimpleNamespace
@@ -180,13 +182,37 @@ BATCH = 8  # requests per tenant and replica in each phase
 
 
 class Ledger:
-    """Sends one request at a time and remembers every status, so the admitted total of
-    each tenant over the whole window is known whatever the phase."""
+    """Sends requests (one at a time, plus a background stream during the faults) and
+    remembers every status, so the admitted total of each tenant over the whole window
+    is known whatever the phase."""
 
     def __init__(self, topo, tenants):
         self.topo, self.tenants = topo, tenants
         self.admitted = Counter()
         self.sent = []  # (replica, tenant, rid, status, body)
+        self.lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def background(self, replicas, pause=0.02):
+        """Requests for every tenant on `replicas`, round after round, while the body of
+        the `with` runs: a fault then happens mid-run, between and during requests."""
+        stop = threading.Event()
+
+        def run():
+            while not stop.is_set():
+                for i in replicas:
+                    for t in self.tenants:
+                        self.one(i, t)
+                stop.wait(pause)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=120)
+            assert not thread.is_alive(), "a background request never finished"
 
     def one(self, replica, tenant):
         rid = f"{tenant}-{uuid.uuid4().hex[:12]}"
@@ -197,9 +223,10 @@ class Ledger:
             status, body = r.status_code, r.text
         except requests.RequestException as e:  # no answer within the timeout: a hang
             status, body = None, repr(e)
-        self.sent.append((replica, tenant, rid, status, body))
-        if status == 200:
-            self.admitted[tenant] += 1
+        with self.lock:
+            self.sent.append((replica, tenant, rid, status, body))
+            if status == 200:
+                self.admitted[tenant] += 1
         return rid, status, body
 
     def mode_of(self, replica, rid):
@@ -251,6 +278,16 @@ class Ledger:
             assert status == 200, (i, t, status, body)
             assert self.mode_of(i, rid) == NORMAL_MODE[t], (i, t, rid)
 
+    def check_every_answer(self):
+        """Every request got an answer; local tenants were never refused, closed tenants
+        only with 503 quota_unavailable."""
+        for i, t, rid, status, body in self.sent:
+            assert status is not None, f"replica {i}, {t}, {rid}: no answer ({body})"
+            if t in LOCAL or status != 503:
+                assert status == 200, (i, t, rid, status, body)
+            else:
+                assert error_of(body)["code"] == "quota_unavailable", (i, t, rid, body)
+
     def wait_counters(self, redis, start):
         """Every tenant's counter equals its admitted total (reported once, none lost)."""
         got = {t: wait_counter(redis, requests_key(t, start), self.admitted[t], timeout=SETTLE_TIMEOUT)
@@ -271,43 +308,47 @@ def test_faults_answer_every_request_and_report_outage_admissions_once():
         ledger.check_normal_batch(ledger.batch(everyone, every_tenant))
         ledger.wait_counters(redis, start)
 
-        # 1. Redis stopped: the service answers UNAVAILABLE. Restarted with its
+        # 1. Redis stopped mid-run: the service answers UNAVAILABLE. Restarted with its
         # append-only file, so the window's counters survive.
-        redis.stop()
-        for i in everyone:
-            ledger.wait_degraded(i)
-        ledger.check_outage_batch(ledger.batch(everyone, every_tenant))
-        for i in everyone:
-            for t in LOCAL:
-                assert degraded(topo[i], t, "local_fallback") > 0, (i, t)
-            for t in CLOSED:
-                assert degraded(topo[i], t, "closed") > 0, (i, t)
-        redis.start()
-        for i in everyone:
-            ledger.wait_recovered(i)
+        with ledger.background(everyone):
+            redis.stop()
+            for i in everyone:
+                ledger.wait_degraded(i)
+            ledger.check_outage_batch(ledger.batch(everyone, every_tenant))
+            for i in everyone:
+                for t in LOCAL:
+                    assert degraded(topo[i], t, "local_fallback") > 0, (i, t)
+                for t in CLOSED:
+                    assert degraded(topo[i], t, "closed") > 0, (i, t)
+            redis.start()
+            for i in everyone:
+                ledger.wait_recovered(i)
         ledger.check_normal_batch(ledger.batch(everyone, every_tenant))
         ledger.wait_counters(redis, start)
 
-        # 2. The service stopped (connections refused) and started again on its port.
-        rls.stop()
-        for i in everyone:
-            ledger.wait_degraded(i)
-        ledger.check_outage_batch(ledger.batch(everyone, every_tenant))
-        rls.start()
-        for i in everyone:
-            ledger.wait_recovered(i)
+        # 2. The service stopped mid-run (connections refused) and started on its port.
+        with ledger.background(everyone):
+            rls.stop()
+            for i in everyone:
+                ledger.wait_degraded(i)
+            ledger.check_outage_batch(ledger.batch(everyone, every_tenant))
+            rls.start()
+            for i in everyone:
+                ledger.wait_recovered(i)
         ledger.check_normal_batch(ledger.batch(everyone, every_tenant))
         ledger.wait_counters(redis, start)
 
         # 3. One replica restarted (a new process: its shared data starts empty). The
         # other keeps answering; the new one reports only what it admits itself.
-        topo.stop_replica(0)
-        ledger.check_normal_batch(ledger.batch([1], every_tenant))
-        topo.start_replica(0)
+        with ledger.background([1]):
+            topo.stop_replica(0)
+            ledger.check_normal_batch(ledger.batch([1], every_tenant))
+            topo.start_replica(0)
         ledger.check_normal_batch(ledger.batch(everyone, every_tenant))
         ledger.wait_counters(redis, start)
 
-        assert all(status is not None for _, _, _, status, _ in ledger.sent)
+        ledger.check_every_answer()
+        print(f"faults: {len(ledger.sent)} requests, admitted {dict(ledger.admitted)}")
         assert window_start(UNIT) == start, "the test straddled two windows"
         # Each request has one gateway and one audit record, whichever replica took it.
         for t in every_tenant:
