@@ -1,4 +1,4 @@
-"""Global quotas across gateway replicas (`global_quota`, docs/quotas.md): REPLICAS real
+"""Global quotas across gateway replicas (`global_quota`, docs/global-quotas.md): REPLICAS real
 Envoy 1.40 processes with the filter (each --concurrency CONCURRENCY, so REPLICAS x
 CONCURRENCY Wasm VMs decide), one real redis-server and one real ai-gateway-ratelimit
 (configured with the domain only: the filter sends each limit as an override).
@@ -58,7 +58,7 @@ GLOBAL_QUOTA = {"cluster": "ratelimit", "domain": DOMAIN, "expected_replicas": E
 
 
 def overshoot_bound(limit):
-    """The synced mode's worst case (the lead's bound, issue 12): between two syncs each
+    """The synced mode's worst case (docs/global-quotas.md, issue 12): between two syncs each
     other replica can admit at most its share, so admissions stay below limit + this."""
     return (REPLICAS - 1) * math.ceil(limit / EXPECTED_REPLICAS)
 
