@@ -22,6 +22,7 @@ an override).
 A missing binary fails with LaunchError (never a skip). Needs PyYAML (tests/requirements.txt).
 """
 import copy
+import datetime
 import os
 import shutil
 import subprocess
@@ -123,18 +124,33 @@ def check_config(text):
 UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
+def month_window(now):
+    """(start, end) in Unix seconds of the UTC calendar month holding `now`: the service's
+    `month` unit, from the 1st at 00:00:00 UTC to the next month's."""
+    d = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    first = datetime.datetime(d.year, d.month, 1, tzinfo=datetime.timezone.utc)
+    after = datetime.datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=datetime.timezone.utc)
+    return int(first.timestamp()), int(after.timestamp())
+
+
 def window_start(unit, now=None):
-    """Start (Unix seconds) of the fixed UTC window of `unit` holding `now`."""
-    s = UNIT_SECONDS[unit]
+    """Start (Unix seconds) of the UTC window of `unit` holding `now`."""
     now = time.time() if now is None else now
+    if unit == "month":
+        return month_window(now)[0]
+    s = UNIT_SECONDS[unit]
     return int(now // s * s)
 
 
 def leave_window_edge(unit, margin):
     """Sleep into the next window if fewer than `margin` seconds remain in this one, so
     what a test counts cannot straddle two windows."""
-    s = UNIT_SECONDS[unit]
-    left = s - time.time() % s
+    now = time.time()
+    if unit == "month":
+        left = month_window(now)[1] - now
+    else:
+        s = UNIT_SECONDS[unit]
+        left = s - now % s
     if left < margin:
         time.sleep(left + 0.05)
 

@@ -39,7 +39,7 @@ from client import call, chat_body
 from conftest import demo_config
 from harness.launcher import Topology
 from harness.ratelimit import (GlobalTopology, RateLimitService, counter, counter_key, domain_config,
-                               leave_window_edge)
+                               leave_window_edge, window_start)
 from harness.redis import RedisServer
 from quota_support import add_tenant, poll, wait_request_id
 
@@ -132,11 +132,6 @@ def next_reset(period, ts):
         day = datetime.datetime(d.year, d.month, d.day, tzinfo=datetime.timezone.utc)
         return day + datetime.timedelta(days=1)
     return datetime.datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=datetime.timezone.utc)
-
-
-def month_start(ts):
-    d = utc(ts)
-    return int(datetime.datetime(d.year, d.month, 1, tzinfo=datetime.timezone.utc).timestamp())
 
 
 def parse_rfc3339_utc(text):
@@ -351,10 +346,10 @@ def wait_spend(redis, key, value):
 def test_replicas_share_one_budget_across_a_restart_of_both(stack):
     topo, redis = stack.topo, stack.redis
     host, key = stack.tenants["g-month"]
-    leave_window_edge("day", DAY_MARGIN)
+    leave_window_edge("day", DAY_MARGIN)  # the month ends with a day
     now = time.time()
-    month_key = spend_key("spend_month", "g-month", "month", month_start(now))
-    day_key = spend_key("spend_day", "g-month", "day", int(now // 86400 * 86400))
+    month_key = spend_key("spend_month", "g-month", "month", window_start("month", now))
+    day_key = spend_key("spend_day", "g-month", "day", window_start("day", now))
 
     def settled(spent):
         # Later admissions, on either replica, read the spend from Redis.
@@ -394,7 +389,7 @@ def test_a_model_budget_binds_that_model_only(stack):
     topo, redis = stack.topo, stack.redis
     host, key = stack.tenants["g-model"]
     leave_window_edge("day", DAY_MARGIN)
-    day = int(time.time() // 86400 * 86400)
+    day = window_start("day")
     model_key = spend_key("spend_day", "g-model", "day", day, model="llama3-8b")
     tenant_key = spend_key("spend_day", "g-model", "day", day)
     model_budget = 30_000
