@@ -32,13 +32,19 @@ PLUGIN_CONFIG ?= filters/demo.json
 LOG_DIR ?= envoy-demo/logs
 ENVOY_CONCURRENCY ?= 2
 MOCK_BASE_PORT ?= 18001
-export GATEWAY_PORT ADMIN_PORT PLUGIN_CONFIG LOG_DIR ENVOY_CONCURRENCY MOCK_BASE_PORT
+# make demo-global: two replicas (GATEWAY_PORT, GATEWAY_PORT+1; ADMIN_PORT, ADMIN_PORT+1),
+# their Redis and rate limit service, and the configuration with global limits.
+REDIS_PORT ?= 6380
+RLS_PORT ?= 18081
+GLOBAL_PLUGIN_CONFIG ?= filters/demo-global.json
+export GATEWAY_PORT ADMIN_PORT PLUGIN_CONFIG LOG_DIR ENVOY_CONCURRENCY MOCK_BASE_PORT \
+       REDIS_PORT RLS_PORT GLOBAL_PLUGIN_CONFIG
 
 # Pytest workers are not used: the suite starts its own Envoys and the machine may be
 # small. PYTEST_ARGS lets you narrow a run (make test PYTEST_ARGS='-k quota').
 PYTEST_ARGS ?=
 
-.PHONY: build mock ratelimit wasm-target deps venv apt-deps test unit lint integration demo dist clean \
+.PHONY: build mock ratelimit wasm-target deps venv apt-deps test unit lint integration demo demo-global dist clean \
         envoy-yaml bench fuzz manifests image push bench-deps bench-crates meter meter-budgets \
         soak soak-deps
 
@@ -122,6 +128,11 @@ test: deps lint unit build mock ratelimit meter
 
 demo: deps build mock
 	$(PY) envoy-demo/run_demo.py
+
+# Global quotas across replicas (README, docs/quotas.md): redis-server (apt-deps), the rate
+# limit service and two gateway Envoys sharing the limits of GLOBAL_PLUGIN_CONFIG.
+demo-global: deps build mock ratelimit
+	$(PY) envoy-demo/run_demo_global.py
 
 # dist/ai-gateway-filter-<version>.wasm and its SHA-256 (sha256sum -c format).
 dist: build

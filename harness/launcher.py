@@ -108,7 +108,7 @@ class Topology(Managed):
     def __init__(self, plugin_config=None, plugin_config_file=None, concurrency=1,
                  gateway_port=None, admin_port=None, mock_base_port=None, log_dir=None,
                  with_filter=True, mock_args=None, jwt_jwks=None, failure_policy="FAIL_CLOSED",
-                 env=None, quiet=True, lds=False, render_args=None):
+                 env=None, quiet=True, lds=False, render_args=None, start_mocks=True):
         self.plugin_config = plugin_config
         self.plugin_config_file = plugin_config_file or os.path.join(ROOT, "filters", "demo.json")
         self.concurrency = concurrency
@@ -131,6 +131,9 @@ class Topology(Managed):
         self.lds_dir = os.path.join(self.workdir, "lds") if lds else None
         # More render.py options, after the ones above (a later option wins).
         self.render_args = list(render_args or [])
+        # start_mocks=False: the backends on mock_base_port belong to someone else (several
+        # gateway Envoys in front of one set of backends, harness/ratelimit.GlobalTopology).
+        self.start_mocks = start_mocks
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self):
@@ -139,10 +142,14 @@ class Topology(Managed):
         if self.with_filter:
             require(WASM, "the filter module", "run `make build`")
         os.makedirs(self.log_dir, exist_ok=True)
-        if self.mock_base_port is None:
-            self.mock_base_port = free_ports(len(BACKENDS))
-        for i, name in enumerate(BACKENDS):
-            self.start_mock(name, self.mock_base_port + i)
+        if not self.start_mocks:
+            if self.mock_base_port is None:
+                raise LaunchError("Topology(start_mocks=False) needs the mock_base_port of running backends")
+        else:
+            if self.mock_base_port is None:
+                self.mock_base_port = free_ports(len(BACKENDS))
+            for i, name in enumerate(BACKENDS):
+                self.start_mock(name, self.mock_base_port + i)
         if self.gateway_port is None:
             self.gateway_port = free_ports(1)
         if self.admin_port is None:
@@ -210,6 +217,16 @@ class Topology(Managed):
         if not self.wait_ready():
             tail = self.envoy_output()[-4000:]
             raise LaunchError(f"Envoy did not become ready; its log ends with:\n{tail}")
+
+    def stop_envoy(self):
+        """Stop Envoy alone (SIGTERM), keeping the backends, the rendered bootstrap and the
+        logs; start_envoy() starts it again on the same ports with the same bootstrap (a
+        new process: empty shared data, new Wasm VMs)."""
+        stop_process(self.envoy)
+
+    def restart_envoy(self):
+        self.stop_envoy()
+        self.start_envoy()
 
     def wait_ready(self, timeout=30.0):
         deadline = time.time() + timeout

@@ -12,6 +12,13 @@ Two ways to run Envoy with `envoy.filters.http.ratelimit` calling it:
 - `PlainEnvoy`: a small bootstrap of its own with no Wasm filter: the rate limit filter
   in front of one mock-llm backend.
 
+And for the filter's own global quotas (`global_quota` in the plugin configuration,
+docs/quotas.md), which call the service themselves: `GlobalTopology`, K gateway Envoys
+(replicas) with one plugin configuration in front of one set of mock backends, each
+with the `ratelimit` cluster and no rate limit filter. `domain_config()` is the
+service configuration that only declares the domain (the filter sends each limit as
+an override).
+
 A missing binary fails with LaunchError (never a skip). Needs PyYAML (tests/requirements.txt).
 """
 import copy
@@ -28,13 +35,15 @@ from harness.launcher import (ENVOY, MOCK, ROOT, LaunchError, Managed, Topology,
 BINARY = os.path.join(ROOT, "target", "ratelimit", "release", "ai-gateway-ratelimit")
 CLUSTER = "ratelimit"
 FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
+# The service's default --key-prefix.
+PREFIX = "ai-gateway-rl:"
 
 
 class RateLimitService(Managed):
     """One ai-gateway-ratelimit process, configured with `config` (YAML text, or a list
     of texts: one file each). Use as a context manager; stop() leaves nothing running."""
 
-    def __init__(self, config, redis_url, port=None, key_prefix="ai-gateway-rl:", redis_timeout_ms=None,
+    def __init__(self, config, redis_url, port=None, key_prefix=PREFIX, redis_timeout_ms=None,
                  log_level="info", extra_args=None):
         self.configs = [config] if isinstance(config, str) else list(config)
         self.redis_url = redis_url
@@ -109,6 +118,51 @@ def check_config(text):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+# --- the counters in Redis (docs/ratelimit.md, "Keys in Redis") -------------------------
+
+UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def window_start(unit, now=None):
+    """Start (Unix seconds) of the fixed UTC window of `unit` holding `now`."""
+    s = UNIT_SECONDS[unit]
+    now = time.time() if now is None else now
+    return int(now // s * s)
+
+
+def leave_window_edge(unit, margin):
+    """Sleep into the next window if fewer than `margin` seconds remain in this one, so
+    what a test counts cannot straddle two windows."""
+    s = UNIT_SECONDS[unit]
+    left = s - time.time() % s
+    if left < margin:
+        time.sleep(left + 0.05)
+
+
+def counter_key(domain, entries, unit, start=None, prefix=PREFIX):
+    """The service's Redis key: prefix, domain, entries, unit, window start."""
+    def esc(s):
+        return s.replace("%", "%25").replace("|", "%7C").replace("=", "%3D")
+    parts = [prefix + esc(domain)] + [f"{esc(k)}={esc(v)}" for k, v in entries]
+    return "|".join(parts + [f"{unit}:{window_start(unit) if start is None else start}"])
+
+
+def counter(redis, key):
+    """The counter's value (0 when absent); `redis` is a harness.redis.RedisServer."""
+    value = redis.command("GET", key)
+    return 0 if value is None else int(value)
+
+
+def wait_counter(redis, key, expected, timeout=10.0):
+    """The counter once it equals `expected`, or its value when `timeout` has passed."""
+    deadline = time.time() + timeout
+    while True:
+        value = counter(redis, key)
+        if value == expected or time.time() > deadline:
+            return value
+        time.sleep(0.05)
+
+
 # --- Envoy ------------------------------------------------------------------------------
 
 def cluster(port, name=CLUSTER):
@@ -161,7 +215,11 @@ def add_rate_limit(boot, port, rl_filter, rate_limits=None):
     """The bootstrap (a dict) with `rl_filter` right after the Wasm filter (or, without
     one, before the router), `rate_limits` (unless None) on every virtual host, and the
     cluster. Envoy 1.40 ignores `hits_addend` in a virtual host's rate_limits: rules that
-    need it go in the filter's own `rate_limits` (http_filter(extra=...))."""
+    need it go in the filter's own `rate_limits` (http_filter(extra=...)).
+    rl_filter None: only the cluster (the Wasm filter's global quotas call it)."""
+    boot["static_resources"].setdefault("clusters", []).append(cluster(port))
+    if rl_filter is None:
+        return boot
     chains = []
     _walk(boot, lambda n: chains.append(n["http_filters"]) if "http_filters" in n else None)
     if len(chains) != 1:
@@ -175,12 +233,12 @@ def add_rate_limit(boot, port, rl_filter, rate_limits=None):
     _walk(boot, lambda n: vhosts.extend(n["virtual_hosts"]) if "virtual_hosts" in n else None)
     for vh in vhosts if rate_limits is not None else []:
         vh["rate_limits"] = copy.deepcopy(rate_limits)
-    boot["static_resources"].setdefault("clusters", []).append(cluster(port))
     return boot
 
 
 class RateLimitedTopology(Topology):
-    """The demo topology with Envoy's rate limit filter after the Wasm filter."""
+    """The demo topology with Envoy's rate limit filter after the Wasm filter (rl_filter
+    None: only the `ratelimit` cluster)."""
 
     def __init__(self, rls_port, rl_filter, rate_limits=None, **kw):
         self.rls_port, self.rl_filter, self.rate_limits = rls_port, rl_filter, rate_limits
@@ -195,6 +253,107 @@ class RateLimitedTopology(Topology):
         add_rate_limit(boot, self.rls_port, self.rl_filter, self.rate_limits)
         with open(self.config_path, "w") as f:
             yaml.safe_dump(boot, f)
+
+
+def domain_config(domain="ai-gateway"):
+    """A service configuration that declares `domain` and no limits. The filter's global
+    quotas send every limit as a descriptor override (`requests_per_unit`, `unit`), which
+    the service applies only in a domain it knows (an unknown domain limits nothing)."""
+    return f"domain: {domain}\ndescriptors: []\n"
+
+
+class GlobalTopology(Managed):
+    """`replicas` gateway Envoys with one plugin configuration, in front of one set of mock
+    backends, each with a static HTTP/2 cluster `ratelimit` to the service on 127.0.0.1:
+    rls_port (the Wasm filter's `global_quota.cluster`). Replica i is a RateLimitedTopology
+    without a rate limit filter: its own gateway and admin ports (gateway_ports[i],
+    admin_ports[i], free ones by default), Envoy log and access/audit logs (under
+    log_dir/replica-<i>/ when log_dir is given). Replica 0 owns the backends.
+
+        with GlobalTopology(cfg, replicas=2, rls_port=rls.port) as topo:
+            topo[1].base_url; topo.stop_replica(0); topo.start_replica(0); topo.records()
+
+    Every replica runs with --use-dynamic-base-id (Topology.start_envoy), so several run
+    side by side; stop_replica/start_replica stop and start one Envoy process, keeping
+    its ports, bootstrap and logs (a new process: its shared data starts empty)."""
+
+    def __init__(self, plugin_config=None, replicas=2, rls_port=None, plugin_config_file=None, concurrency=2,
+                 gateway_ports=None, admin_ports=None, mock_base_port=None, log_dir=None, **kw):
+        if rls_port is None:
+            raise LaunchError("GlobalTopology needs rls_port (start the RateLimitService first)")
+        if replicas < 1:
+            raise LaunchError("GlobalTopology needs at least one replica")
+        for name, ports in (("gateway_ports", gateway_ports), ("admin_ports", admin_ports)):
+            if ports is not None and len(ports) != replicas:
+                raise LaunchError(f"{name}: one port per replica ({replicas}), got {list(ports)}")
+        self.rls_port = rls_port
+        self.replicas = [
+            RateLimitedTopology(
+                rls_port, None,
+                plugin_config=plugin_config, plugin_config_file=plugin_config_file, concurrency=concurrency,
+                gateway_port=gateway_ports[i] if gateway_ports else None,
+                admin_port=admin_ports[i] if admin_ports else None,
+                mock_base_port=mock_base_port,
+                log_dir=os.path.join(log_dir, f"replica-{i}") if log_dir else None,
+                start_mocks=(i == 0), **kw)
+            for i in range(replicas)
+        ]
+
+    def __len__(self):
+        return len(self.replicas)
+
+    def __getitem__(self, i):
+        return self.replicas[i]
+
+    def __iter__(self):
+        return iter(self.replicas)
+
+    def start(self):
+        first, rest = self.replicas[0], self.replicas[1:]
+        first.start()
+        for r in rest:
+            r.mock_base_port = first.mock_base_port
+            r.start()
+        return self
+
+    def stop(self):
+        # Replica 0 last: it stops the backends the others forward to.
+        for r in reversed(self.replicas):
+            r.stop()
+
+    def stop_replica(self, i):
+        self.replicas[i].stop_envoy()
+
+    def start_replica(self, i):
+        self.replicas[i].start_envoy()
+
+    @property
+    def mock_base_port(self):
+        return self.replicas[0].mock_base_port
+
+    @property
+    def base_urls(self):
+        return [r.base_url for r in self.replicas]
+
+    def records(self):
+        """Every replica's gateway records, replica 0's first."""
+        return [x for r in self.replicas for x in r.records()]
+
+    def audits(self):
+        return [x for r in self.replicas for x in r.audits()]
+
+    def wait_records(self, n, timeout=10.0):
+        """Wait until at least n gateway and n audit records are flushed, over all replicas."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if len(self.records()) >= n and len(self.audits()) >= n:
+                time.sleep(0.2)  # let a straggler land, so "exactly n" checks are fair
+                break
+            time.sleep(0.05)
+        return self.records(), self.audits()
+
+    def envoy_output(self):
+        return "\n".join(f"--- replica {i} ---\n{r.envoy_output()}" for i, r in enumerate(self.replicas))
 
 
 class PlainEnvoy(Managed):

@@ -29,6 +29,17 @@ def add_tenant(cfg, name, quota, **extra):
     return host, key
 
 
+def poll(fn, timeout=15.0, interval=0.1):
+    """fn() until it returns a true value (then that value), at most `timeout` seconds;
+    then its last value."""
+    deadline = time.time() + timeout
+    while True:
+        value = fn()
+        if value or time.time() > deadline:
+            return value
+        time.sleep(interval)
+
+
 def for_tenant(items, tenant):
     return [x for x in items if x.get("tenant") == tenant]
 
@@ -71,7 +82,8 @@ def burst(base_url, requests_, stream=False, timeout=120.0):
     """Fire all `requests_` ((path, headers, json_body) tuples) at once, each on its own
     connection, and return [(status, headers, body_bytes)] in the same order. Every task
     waits at a gate until all are created, so they hit Envoy together; new connections
-    are spread over Envoy's workers by the kernel (SO_REUSEPORT)."""
+    are spread over Envoy's workers by the kernel (SO_REUSEPORT). A path may be an
+    absolute URL instead (another gateway: one burst over several replicas)."""
 
     async def run():
         limits = httpx.Limits(max_connections=len(requests_), max_keepalive_connections=0)

@@ -1,7 +1,7 @@
 """filters/config.schema.json against the filter's own parser (core/examples/check_config.rs).
 
 1. The schema is a valid draft 2020-12 schema, and every example configuration in the repo
-   (filters/demo.json and every pluginConfig / config embedded in filters/istio and
+   (filters/demo.json, filters/demo-global.json and every pluginConfig / config embedded in filters/istio and
    filters/envoy-gateway) validates against it and is accepted by the filter.
 2. On a set of valid and invalid samples (wrong types, unknown fields at every level,
    missing required fields, bad enum values, out-of-range numbers, nulls), the schema and
@@ -27,6 +27,8 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_PATH = os.path.join(ROOT, "filters", "config.schema.json")
 DEMO_PATH = os.path.join(ROOT, "filters", "demo.json")
+# make demo-global's configuration (the demo tenants with global limits).
+DEMO_GLOBAL_PATH = os.path.join(ROOT, "filters", "demo-global.json")
 MANIFEST_DIRS = [os.path.join(ROOT, "filters", "istio"), os.path.join(ROOT, "filters", "envoy-gateway")]
 
 # The salt variable the manifests name (redaction.fingerprint_salt_env); the checker
@@ -157,9 +159,11 @@ def embedded_configs():
 
 
 def example_configs():
-    with open(DEMO_PATH) as f:
-        demo = json.load(f)
-    return [("filters/demo.json", demo)] + embedded_configs()
+    out = []
+    for path in (DEMO_PATH, DEMO_GLOBAL_PATH):
+        with open(path) as f:
+            out.append((os.path.relpath(path, ROOT), json.load(f)))
+    return out + embedded_configs()
 
 
 def test_schema_is_a_valid_draft_2020_12_schema():

@@ -28,52 +28,15 @@ import requests
 import yaml
 
 from client import HOST_A, KEY_A, call, chat_body
-from harness.ratelimit import PlainEnvoy, RateLimitedTopology, RateLimitService, http_filter
+from harness.ratelimit import (PlainEnvoy, RateLimitedTopology, RateLimitService, counter, counter_key, http_filter,
+                               leave_window_edge, wait_counter, window_start)
 from harness.redis import RedisServer
 from openai_helpers import new_rid, record_for, sse_events
+from quota_support import poll
 import rls_client
 from rls_client import OK, OVER_LIMIT, descriptor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PREFIX = "ai-gateway-rl:"
-UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-
-
-def window_start(unit, now=None):
-    s = UNIT_SECONDS[unit]
-    now = time.time() if now is None else now
-    return int(now // s * s)
-
-
-def leave_window_edge(unit, margin):
-    """Sleep into the next window if fewer than `margin` seconds remain in this one."""
-    s = UNIT_SECONDS[unit]
-    left = s - time.time() % s
-    if left < margin:
-        time.sleep(left + 0.05)
-
-
-def counter_key(domain, entries, unit, start=None):
-    """The service's Redis key (docs/ratelimit.md): prefix, domain, entries, unit, window."""
-    def esc(s):
-        return s.replace("%", "%25").replace("|", "%7C").replace("=", "%3D")
-    parts = [PREFIX + esc(domain)] + [f"{esc(k)}={esc(v)}" for k, v in entries]
-    return "|".join(parts + [f"{unit}:{window_start(unit) if start is None else start}"])
-
-
-def counter(redis, key):
-    value = redis.command("GET", key)
-    return 0 if value is None else int(value)
-
-
-def wait_counter(redis, key, expected, timeout=10.0):
-    """The counter once it equals `expected`, or its value when `timeout` has passed."""
-    deadline = time.time() + timeout
-    while True:
-        value = counter(redis, key)
-        if value == expected or time.time() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 # --- a. Envoy's own rate limit filter --------------------------------------------------
@@ -207,16 +170,6 @@ C1 = [("client", "c1")]
 
 def get(envoy):
     return requests.get(envoy.url, headers={"x-client": "c1"}, timeout=10).status_code
-
-
-def poll(fn, timeout=15.0):
-    """fn() until it returns a true value (then that value), at most `timeout` seconds."""
-    deadline = time.time() + timeout
-    while True:
-        value = fn()
-        if value or time.time() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def rpc_code(client, descriptors, **kw):
