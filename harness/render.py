@@ -36,7 +36,7 @@ BACKENDS = ["chat-llama3-8b-v1", "chat-llama3-8b-v2", "embed-bge-small-v1"]
 
 # Labels encoded in custom metric names as `.<label>=.=<value>;.;` (see core/src/contract.rs).
 METRIC_LABELS = ["tenant", "route", "model_route", "status", "type", "kind", "reason", "vm", "mode",
-                 "result"]
+                 "result", "period"]
 
 
 def yaml_str(s):

@@ -484,11 +484,12 @@ pub struct CallFailure {
 }
 
 impl CallFailure {
-    /// Only UNAVAILABLE means the service cannot have counted the call (Envoy had no
-    /// connection, or the service could not reach Redis); after anything else the call
-    /// may have been counted.
+    /// UNAVAILABLE means the service cannot have counted the call (Envoy had no
+    /// connection, or the service could not reach Redis), INVALID_ARGUMENT that it
+    /// refused it whole; after anything else the call may have been counted.
     pub fn not_counted(&self) -> bool {
-        self.grpc_status == 14
+        // UNAVAILABLE, or INVALID_ARGUMENT: the service refused the whole call.
+        matches!(self.grpc_status, 3 | 14)
     }
 }
 
@@ -555,7 +556,8 @@ fn strict_failed(
     f: CallFailure,
     now_ms: u64,
 ) -> Outcome {
-    log::warn!(
+    // Logged once per outage by the sync; per request only at debug level.
+    log::debug!(
         "global quota: strict admission failed (gRPC status {}); falling back",
         f.grpc_status
     );
