@@ -193,7 +193,10 @@ class Topology(Managed):
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.mocks[name] = proc
         if not wait_port(port, proc=proc):
-            raise LaunchError(f"mock-llm {name} did not start on port {port}")
+            out.close()
+            with open(os.path.join(self.workdir, f"{name}.log"), errors="replace") as f:
+                tail = f.read()[-500:]
+            raise LaunchError(f"mock-llm {name} did not start on port {port}: {tail}")
         return proc
 
     def stop_mock(self, name):

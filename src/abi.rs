@@ -25,6 +25,7 @@ pub const PLUGIN_CONFIGURATION: u32 = 7;
 pub const STREAM_REQUEST: u32 = 0;
 
 pub const METRIC_COUNTER: u32 = 0;
+pub const METRIC_GAUGE: u32 = 1;
 pub const METRIC_HISTOGRAM: u32 = 2;
 
 /// A host status other than OK.

@@ -54,6 +54,7 @@ fn id_for(name: &str, kind: Kind) -> Option<u32> {
         let k = match kind {
             Kind::Counter => abi::METRIC_COUNTER,
             Kind::Histogram => abi::METRIC_HISTOGRAM,
+            Kind::Gauge => abi::METRIC_GAUGE,
         };
         let id = abi::define_metric(k, name).ok()?;
         ids.insert(name.to_string(), id);
@@ -70,7 +71,8 @@ pub fn record(observations: &[Observation]) {
             Kind::Counter => {
                 abi::increment_metric(id, i64::try_from(obs.value).unwrap_or(i64::MAX))
             }
-            Kind::Histogram => abi::record_metric(id, obs.value),
+            // A gauge's record sets it; a histogram's records a sample.
+            Kind::Histogram | Kind::Gauge => abi::record_metric(id, obs.value),
         }
     }
 }

@@ -310,6 +310,11 @@ VALID = [
     ("global tokens with null requests", with_global({"requests": None, "tokens": 5})),
     ("engine without tenants using it", at(base(), ["global_quota"], {"cluster": "c", "expected_replicas": 1})),
     ("global_quota null", at(base(), ["global_quota"], None)),
+    ("budget per day", at(base(), T0 + ["budget"], {"usd_per_day": 0.05})),
+    ("budget everything", at(at(base(), ["models"], [{"name": "m"}]), T0 + ["budget"], {
+        "usd_per_day": 1e9, "usd_per_month": 10, "on_unavailable": "closed",
+        "models": {"m": {"usd_per_day": 0.5, "usd_per_month": None}}})),
+    ("budget null", at(base(), T0 + ["budget"], None)),
 ]
 
 _unknown = "zz_unknown"
@@ -450,12 +455,19 @@ INVALID = [
     ("engine cluster empty", with_global({"requests": 1}, {"cluster": "", "expected_replicas": 1})),
     ("engine cluster with a space", with_global({"requests": 1}, {"cluster": "a b", "expected_replicas": 1})),
     ("engine cluster 121 chars", with_global({"requests": 1}, {"cluster": "c" * 121, "expected_replicas": 1})),
+    ("budget zero", at(base(), T0 + ["budget"], {"usd_per_day": 0})),
+    ("budget negative month", at(base(), T0 + ["budget"], {"usd_per_month": -1})),
+    ("budget above 1e9", at(base(), T0 + ["budget"], {"usd_per_day": 1e9 + 1})),
+    ("budget string", at(base(), T0 + ["budget"], {"usd_per_day": "1"})),
+    ("budget on_unavailable bad", at(base(), T0 + ["budget"], {"usd_per_day": 1, "on_unavailable": "open"})),
 ]
 
 # What the schema cannot express (its `$comment`): (name, JSON text, schema accepts,
 # filter accepts, env for the filter or None for the default salt).
 _two_tenants = at(base(), ["tenants"], [base()["tenants"][0], {"name": "tenant-b"}])
 KNOWN_DIFFERENCES = [
+    ("budget without a period", at(base(), T0 + ["budget"], {"on_unavailable": "closed"}), True, False),
+    ("budget below a micro-dollar", at(base(), T0 + ["budget"], {"usd_per_day": 1e-7}), True, False),
     ("duplicate tenant name", at(base(), ["tenants"], [{"name": "a"}, {"name": "a"}]), True, False),
     ("duplicate model name", at(base(), ["models"], [{"name": "m"}, {"name": "m"}]), True, False),
     ("duplicate route prefix", at(base(), ["routes"], [{"prefix": "/v1/x", "api": "none"}] * 2), True, False),
@@ -518,7 +530,7 @@ def test_known_differences_are_exactly_as_documented():
         got_schema = not schema_errors(json.loads(text))
         assert (got_schema, got_rust) == (schema_ok, rust_ok), f"{name}: filter says {msg}"
     comment = load_schema()["$comment"]
-    for phrase in ["duplicate", "bound to two tenants", "unconfigured", "regex-lite", "unset",
+    for phrase in ["no period at all", "duplicate", "bound to two tenants", "unconfigured", "regex-lite", "unset",
                    "UTF-8 bytes", "with a fraction", "JSON string"]:
         assert phrase in comment
 
@@ -557,6 +569,8 @@ LEVELS = [
     ("pattern", at(base(), ["redaction"], {"patterns": [{_unknown: 1}]})),
     ("global_quota", at(base(), ["global_quota"], {_unknown: 1})),
     ("quota_global", with_quota({"global": {_unknown: 1}})),
+    ("budget", at(base(), T0 + ["budget"], {_unknown: 1})),
+    ("model_budget", at(at(base(), ["models"], [{"name": "m"}]), T0 + ["budget"], {"models": {"m": {_unknown: 1}}})),
 ]
 
 
@@ -587,6 +601,8 @@ ENUMS = [
     (["$defs", "quota_global", "properties", "mode"], with_global({"requests": 1, "mode": "zz"})),
     (["$defs", "quota_global", "properties", "on_unavailable"],
      with_global({"requests": 1, "on_unavailable": "zz"})),
+    (["$defs", "budget", "properties", "on_unavailable"],
+     at(base(), T0 + ["budget"], {"usd_per_day": 1, "on_unavailable": "zz"})),
 ]
 
 

@@ -10,9 +10,9 @@ pub const CONTRACT_VERSION: u32 = 4;
 /// `prompt_blake3` and `stream_complete` (version 2 added `prompt_blake3`, the default
 /// fingerprint; `prompt_sha256` is set only under `fingerprint_algorithm: hmac_sha256`;
 /// version 3 made `request_id` the gateway's own id and added `client_request_id`;
-/// version 4 added `quota_mode`, also in the audit record).
+/// version 4 added `quota_mode`, also in the audit record, and the `budget_*` fields).
 /// `prompt_preview` appears only when previews are configured.
-pub const GATEWAY_RECORD_FIELDS: [&str; 22] = [
+pub const GATEWAY_RECORD_FIELDS: [&str; 25] = [
     "timestamp",
     "request_id",
     "client_request_id",
@@ -35,6 +35,9 @@ pub const GATEWAY_RECORD_FIELDS: [&str; 22] = [
     "prompt_blake3",
     "stream_complete",
     "quota_mode",
+    "budget_period",
+    "budget_spent_usd",
+    "budget_remaining_usd",
 ];
 
 /// Filter-state keys. `set_property(["ai.tenant"])` lands in Envoy's filter state as
@@ -69,6 +72,9 @@ pub mod state {
     pub const PROMPT_BLAKE3: &str = "ai.prompt_blake3";
     pub const HOSTNAME: &str = "ai.hostname";
     pub const QUOTA_MODE: &str = "ai.quota_mode";
+    pub const BUDGET_PERIOD: &str = "ai.budget_period";
+    pub const BUDGET_SPENT_USD: &str = "ai.budget_spent_usd";
+    pub const BUDGET_REMAINING_USD: &str = "ai.budget_remaining_usd";
 }
 
 /// Request headers the filter sets towards the upstream (and the route table). Any
@@ -97,6 +103,13 @@ pub mod header {
     pub const WWW_AUTHENTICATE: &str = "www-authenticate";
     pub const RETRY_AFTER: &str = "retry-after";
     pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+    /// `false` on refusals retrying cannot help (OpenAI's SDKs honour it).
+    pub const SHOULD_RETRY: &str = "x-should-retry";
+    /// On every response of a tenant with a budget: the binding budget's period
+    /// (`day`/`month`), what is left of it in USD (6 decimals), and when it resets.
+    pub const BUDGET_PERIOD: &str = "x-ai-budget-period";
+    pub const BUDGET_REMAINING_USD: &str = "x-ai-budget-remaining-usd";
+    pub const BUDGET_RESET_AT: &str = "x-ai-budget-reset-at";
     /// On 405: the methods the route serves.
     pub const ALLOW: &str = "allow";
     /// Removed from requests on body routes: backends answer uncompressed, so the usage
@@ -123,6 +136,9 @@ pub mod metric {
     /// Quota decisions made without the rate limit service (labels tenant, mode:
     /// `local_fallback` or `closed`).
     pub const QUOTA_DEGRADED_TOTAL: &str = "ai_gateway_quota_degraded_total";
+    /// A budget's limit and what is left of it, micro-USD (labels tenant, period).
+    pub const BUDGET_LIMIT_USD_MICROS: &str = "ai_gateway_budget_limit_usd_micros";
+    pub const BUDGET_REMAINING_USD_MICROS: &str = "ai_gateway_budget_remaining_usd_micros";
     /// Syncs with the rate limit service by one process (label `result`: ok, failed).
     pub const GLOBAL_SYNCS_TOTAL: &str = "ai_gateway_global_syncs_total";
     /// Gauge: one VM's linear memory in bytes, labelled `vm` (the VM's ordinal).

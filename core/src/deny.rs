@@ -210,6 +210,20 @@ impl Denial {
             "The gateway is not configured; try again shortly.",
         )
     }
+    /// A spend budget cannot take the request's maximum cost: OpenAI's
+    /// `insufficient_quota`, which its SDKs do not retry (`x-should-retry: false` makes
+    /// sure of it).
+    pub fn budget_exceeded(message: String) -> Denial {
+        Denial {
+            status: 429,
+            reason: "budget_exceeded",
+            error_type: "insufficient_quota",
+            code: "insufficient_quota".to_string(),
+            message,
+            headers: vec![(crate::contract::header::SHOULD_RETRY, "false".to_string())],
+        }
+    }
+
     pub fn quota_unavailable() -> Denial {
         Denial::new(
             503,

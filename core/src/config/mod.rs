@@ -13,7 +13,8 @@ use serde::{Deserialize, Deserializer};
 use crate::openai::request::Api;
 
 use crate::config::digest::DigestMap;
-use crate::quota::global::{Engine, EngineSpec, TenantGlobal};
+use crate::quota::budget::{Budget, BudgetSpec};
+use crate::quota::global::{Counter, Engine, EngineSpec};
 use crate::quota::QuotaConfig;
 use crate::redact::{FingerprintKey, RedactionConfig, Redactor};
 
@@ -141,6 +142,9 @@ pub struct TenantSpec {
     /// `max_in_flight` too).
     #[serde(default)]
     pub max_streams: Option<u32>,
+    /// Spend limits per UTC day and month (docs/budgets.md).
+    #[serde(default)]
+    pub budget: Option<BudgetSpec>,
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -369,6 +373,12 @@ pub struct Tenant {
     pub own_hosts_only: bool,
     pub max_in_flight: Option<u32>,
     pub max_streams: Option<u32>,
+    /// Spend budgets (tenant-wide, then per model); empty without a budget.
+    pub budgets: Vec<Budget>,
+    pub budget_on_unavailable: crate::quota::global::OnUnavailable,
+    /// The counters this tenant has at the rate limit service (global limits, and the
+    /// budgets when `global_quota` is configured); empty without one.
+    pub global: Vec<Counter>,
 }
 
 impl Tenant {
@@ -470,6 +480,14 @@ impl Config {
                     .to_string(),
             );
         }
+        if self.global.is_none() && self.tenants.iter().any(|t| !t.budgets.is_empty()) {
+            out.push(
+                "budgets are kept in this Envoy's shared data: the spend is lost when Envoy \
+                 restarts and each replica counts its own; configure global_quota to keep \
+                 it with the rate limit service (docs/budgets.md)"
+                    .to_string(),
+            );
+        }
         out
     }
 
@@ -477,15 +495,14 @@ impl Config {
         self.tenants.get(idx)
     }
 
-    /// The tenants with global limits, for the sync: (index, name, limits).
-    pub fn global_tenants(&self) -> Vec<(usize, &str, &TenantGlobal)> {
+    /// The tenants with counters at the rate limit service, for the sync: (index, name,
+    /// counters).
+    pub fn global_tenants(&self) -> Vec<(usize, &str, &[Counter])> {
         self.tenants
             .iter()
             .enumerate()
-            .filter_map(|(i, t)| {
-                let g = t.quota.as_ref()?.global.as_ref()?;
-                Some((i, t.name.as_str(), g))
-            })
+            .filter(|(_, t)| !t.global.is_empty())
+            .map(|(i, t)| (i, t.name.as_str(), t.global.as_slice()))
             .collect()
     }
 }

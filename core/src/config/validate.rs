@@ -10,7 +10,7 @@ use crate::config::{
     TenantSpec, TrafficClass,
 };
 use crate::openai::request::Api;
-use crate::quota::global::Engine;
+use crate::quota::global::{Counter, CounterKind, Engine};
 use crate::redact::{FingerprintKey, RedactionConfig, Redactor};
 
 /// Names that end up as metric label values and shared-data keys: keep them plain.
@@ -62,6 +62,11 @@ pub fn build(spec: ConfigSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<C
     }
     check_settings(&spec.identity, &spec.routing, &spec.limits, &index)?;
     let global = spec.global_quota.map(Engine::build).transpose()?;
+    if global.is_some() {
+        for t in &mut tenants {
+            t.global = global_counters(t);
+        }
+    }
     if global.is_none() {
         if let Some(i) = tenants
             .iter()
@@ -101,6 +106,24 @@ pub fn build(spec: ConfigSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<C
         fingerprint_salt: salt,
         global,
     })
+}
+
+/// A tenant's counters at the rate limit service: its global request and token limits,
+/// then its budgets.
+fn global_counters(t: &Tenant) -> Vec<Counter> {
+    let mut out = Vec::new();
+    if let Some(g) = t.quota.as_ref().and_then(|q| q.global.as_ref()) {
+        for (kind, limit) in [
+            (CounterKind::Requests, g.requests),
+            (CounterKind::Tokens, g.tokens),
+        ] {
+            if let Some(limit) = limit {
+                out.push(Counter::rate(kind, limit, g));
+            }
+        }
+    }
+    out.extend(t.budgets.iter().map(|b| b.counter(t.budget_on_unavailable)));
+    out
 }
 
 /// Routes, sorted longest prefix first so the first match is the most specific.
@@ -222,11 +245,21 @@ impl TenantIndex {
         if t.own_hosts_only && hosts.is_empty() {
             return Err(format!("{p}.own_hosts_only: the tenant has no hosts"));
         }
+        if let Some(b) = &t.budget {
+            b.validate(&format!("{p}.budget"), &|m| models.contains_key(m))?;
+        }
         Ok(Tenant {
             name: t.name,
             hosts,
             routes,
             models: t.models,
+            budgets: t.budget.as_ref().map(|b| b.budgets()).unwrap_or_default(),
+            budget_on_unavailable: t
+                .budget
+                .as_ref()
+                .map(|b| b.on_unavailable)
+                .unwrap_or_default(),
+            global: Vec::new(),
             quota: t.quota,
             own_hosts_only: t.own_hosts_only,
             max_in_flight: t.max_in_flight,

@@ -608,6 +608,7 @@ impl Exchange {
             denial_reason: self.denial.as_ref().map(|d| d.reason),
             busy_ns,
             unreachable: None,
+            budgets: Vec::new(),
         }
     }
 
@@ -671,6 +672,9 @@ impl Exchange {
                 None
             },
             quota_mode: None,
+            budget_period: None,
+            budget_spent_usd: None,
+            budget_remaining_usd: None,
             prompt_preview: self.prompt_preview.clone(),
         };
         let audit = AuditRecord {

@@ -10,6 +10,7 @@
 //! - `worker`: what one worker VM keeps between requests.
 //! - `route`: route matching and path canonical form.
 
+pub mod budget_step;
 pub mod exchange;
 pub mod hold;
 pub mod ids;

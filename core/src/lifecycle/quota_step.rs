@@ -4,9 +4,12 @@
 
 use crate::config::{Config, FailureMode, TrafficClass};
 use crate::deny::Denial;
+use crate::lifecycle::budget_step::{self, BudgetState};
 use crate::lifecycle::exchange::Exchange;
 use crate::openai::request::Api;
-use crate::quota::global::{self, CallFailure, Outcome, QuotaMode, StrictCall};
+use crate::openai::usage::Usage;
+use crate::quota::budget::Prices;
+use crate::quota::global::{self, CallFailure, Costs, Outcome, QuotaMode, StrictCall};
 use crate::quota::rls;
 use crate::quota::SharedStore;
 use crate::quota::{self, headers_for, BucketKind, QuotaRequest, Reservation, ReserveVerdict};
@@ -41,6 +44,8 @@ pub struct QuotaState {
     /// Set when the rate limit service was unreachable: `local_fallback` or `closed`
     /// (the degraded-decision metric).
     pub unreachable: Option<&'static str>,
+    /// The tenant's spend budgets for this request.
+    pub budget: BudgetState,
 }
 
 /// Prompt estimate plus the completion the request may produce.
@@ -72,15 +77,25 @@ impl QuotaState {
         let Some(tenant) = ex.identity.as_ref().and_then(|id| cfg.tenant(id.tenant)) else {
             return Ok(());
         };
-        let Some(q) = &tenant.quota else {
-            return Ok(());
-        };
+        let tenant_idx = ex.identity.as_ref().map_or(0, |id| id.tenant);
         let tokens = match stage {
             Stage::Headers => 0,
             Stage::Body => estimated_tokens(cfg, ex),
         };
-        let class = ex.traffic_class.unwrap_or(TrafficClass::Interactive);
         let model = ex.model.as_deref().filter(|_| ex.known_model);
+        self.budget.model = model.map(str::to_owned);
+        let prices = Prices::of(model.and_then(|m| cfg.models.get(m)));
+        let costs = Costs {
+            tokens,
+            spend_micros: match stage {
+                Stage::Headers => 0,
+                Stage::Body => budget_step::max_cost(cfg, ex, &prices),
+            },
+        };
+        let Some(q) = &tenant.quota else {
+            return self.reserve_global(cfg, tenant_idx, store, &costs, prices, now_ms);
+        };
+        let class = ex.traffic_class.unwrap_or(TrafficClass::Interactive);
         let req = QuotaRequest {
             prefix: &cfg.shared_data_prefix,
             tenant: &tenant.name,
@@ -96,8 +111,7 @@ impl QuotaState {
         match outcome.verdict {
             ReserveVerdict::Allowed => {
                 self.reservation = outcome.reservation;
-                let tenant_idx = ex.identity.as_ref().map_or(0, |id| id.tenant);
-                self.reserve_global(cfg, tenant_idx, store, tokens, now_ms)
+                self.reserve_global(cfg, tenant_idx, store, &costs, prices, now_ms)
             }
             ReserveVerdict::Denied {
                 kind: k,
@@ -118,33 +132,51 @@ impl QuotaState {
         }
     }
 
-    /// The tenant's global limits, after its local buckets: charged now (synced), or a
-    /// call prepared for the host to send (strict, see [`QuotaState::take_call`]).
+    /// After the local buckets: the tenant's global counters (synced ones charged now,
+    /// the others in a call the host sends, see [`QuotaState::take_call`]), or, without
+    /// the rate limit service, its budgets in this process.
     #[allow(clippy::result_large_err)] // see `Refusal`
     fn reserve_global(
         &mut self,
         cfg: &Config,
         tenant_idx: usize,
         store: &dyn SharedStore,
-        tokens: u64,
+        costs: &Costs,
+        prices: Prices,
         now_ms: u64,
     ) -> Result<(), Refusal> {
-        let Some(t) = global_tenant(cfg, tenant_idx) else {
+        self.budget.prices = prices;
+        self.budget.costs = *costs;
+        let model = self.budget.model.clone();
+        let Some(t) = global_tenant(cfg, tenant_idx, model.as_deref()) else {
             self.mode = Some(QuotaMode::Local);
-            return Ok(());
+            let Some(tenant) = cfg.tenant(tenant_idx) else {
+                return Ok(());
+            };
+            let reserved = self.budget.reserve_local(cfg, tenant, store, costs, now_ms);
+            if reserved.is_err() {
+                self.release_local(store, now_ms);
+            }
+            return reserved;
         };
-        match t.limits.mode {
-            global::Mode::Synced => {
-                let out = global::admit_synced(store, &t, tokens, now_ms);
-                self.decided(cfg, tenant_idx, store, out, now_ms)
-            }
-            global::Mode::Strict => {
-                self.mode = Some(QuotaMode::Strict);
-                if let Some(call) = global::strict_call(&t, tokens, now_ms) {
-                    self.call = Some((tenant_idx, call));
-                }
-                Ok(())
-            }
+        self.mode = Some(QuotaMode::configured(
+            cfg.tenant(tenant_idx)
+                .and_then(|t| t.quota.as_ref())
+                .and_then(|q| q.global.as_ref()),
+        ));
+        let out = global::admit_synced(store, &t, costs, now_ms);
+        self.decided(cfg, tenant_idx, store, out, now_ms)?;
+        if let Some(call) = global::strict_call(&t, costs, now_ms) {
+            self.call = Some((tenant_idx, call));
+        }
+        Ok(())
+    }
+
+    /// Gives back the local buckets' reservation of a request that does not go on.
+    fn release_local(&mut self, store: &dyn SharedStore, now_ms: u64) {
+        if let Some(r) = self.reservation.take() {
+            let out = quota::release(store, &r, now_ms);
+            self.round_trips = self.round_trips.saturating_add(out.round_trips);
         }
     }
 
@@ -171,11 +203,19 @@ impl QuotaState {
         let Some((idx, call)) = self.call.take() else {
             return Ok(());
         };
-        let Some(t) = global_tenant(cfg, idx) else {
+        let model = self.budget.model.clone();
+        let Some(t) = global_tenant(cfg, idx, model.as_deref()) else {
             return Ok(());
         };
         let out = global::strict_outcome(store, &t, call, answer, now_ms);
-        self.decided(cfg, idx, store, out, now_ms)
+        let decided = self.decided(cfg, idx, store, out, now_ms);
+        if decided.is_err() {
+            // The synced charges made before the call go back too.
+            if let Some((_, charges)) = self.global.take() {
+                global::give_back(store, &t, &charges, now_ms);
+            }
+        }
+        decided
     }
 
     /// A global decision: kept for settlement, or a refusal (the local reservation is
@@ -192,34 +232,52 @@ impl QuotaState {
         let name = cfg.tenant(idx).map_or("", |t| t.name.as_str());
         let refusal = match out {
             Outcome::Admitted { mode, charges } => {
-                self.mode = Some(mode);
+                if !charges.is_empty() {
+                    self.mode = Some(mode);
+                }
                 if mode == QuotaMode::LocalFallback {
                     self.unreachable = Some("local_fallback");
                 }
-                self.global = Some((idx, charges));
+                self.budget.admitted_globally(&charges, now_ms);
+                match &mut self.global {
+                    Some((_, held)) => held.extend(charges),
+                    None => self.global = Some((idx, charges)),
+                }
                 return Ok(());
             }
             Outcome::Denied {
                 mode,
-                kind,
+                counter,
                 retry_after_ms,
+                ..
             } => {
                 self.mode = Some(mode);
                 if mode == QuotaMode::LocalFallback {
                     self.unreachable = Some("local_fallback");
                 }
-                let secs = retry_after_ms.div_ceil(1000).max(1);
-                let msg = format!(
-                    "Rate limit reached for {} of tenant {name} across all gateways. \
-                     Please try again in {secs}s.",
-                    kind.label()
-                );
-                (
-                    Denial::quota(kind, msg),
-                    headers_for(&[], Some(retry_after_ms)),
-                )
+                match counter.kind.bucket() {
+                    Some(kind) => {
+                        let secs = retry_after_ms.div_ceil(1000).max(1);
+                        let msg = format!(
+                            "Rate limit reached for {} of tenant {name} across all gateways. \
+                             Please try again in {secs}s.",
+                            kind.label()
+                        );
+                        (
+                            Denial::quota(kind, msg),
+                            headers_for(&[], Some(retry_after_ms)),
+                        )
+                    }
+                    None => self.budget.refused_globally(name, &counter, now_ms),
+                }
             }
-            Outcome::TooLarge { kind, cost, max } => (too_large(kind, cost, max, name), Vec::new()),
+            Outcome::TooLarge { counter, cost } => match counter.kind.bucket() {
+                Some(kind) => (
+                    too_large(kind, cost, u64::from(counter.limit), name),
+                    Vec::new(),
+                ),
+                None => self.budget.refused_globally(name, &counter, now_ms),
+            },
             Outcome::Unavailable => {
                 self.unreachable = Some("closed");
                 (Denial::quota_unavailable(), Vec::new())
@@ -232,10 +290,7 @@ impl QuotaState {
                 }
             }
         };
-        if let Some(r) = self.reservation.take() {
-            let out = quota::release(store, &r, now_ms);
-            self.round_trips = self.round_trips.saturating_add(out.round_trips);
-        }
+        self.release_local(store, now_ms);
         Err(refusal)
     }
 
@@ -245,35 +300,52 @@ impl QuotaState {
     }
 
     /// Settle the reservation against `billed`, what the request is billed (see
-    /// `Exchange::billable`), and return it (for `wasm.ai.tokens_total`).
+    /// `Exchange::billable`; `None`: nothing), and return its tokens (for
+    /// `wasm.ai.tokens_total`).
     pub fn settle(
         &mut self,
         cfg: &Config,
         store: &dyn SharedStore,
-        billed: u64,
+        billed: Option<&Usage>,
         now_ms: u64,
     ) -> u64 {
+        let tokens = billed.map_or(0, |u| u.total_tokens);
         if let Some(r) = self.reservation.take() {
-            let out = quota::settle(store, r, billed, now_ms);
+            let out = quota::settle(store, r, tokens, now_ms);
             self.round_trips = self.round_trips.saturating_add(out.round_trips);
             self.degraded |= out.degraded;
         }
+        let costs = Costs {
+            tokens,
+            spend_micros: billed.map_or(0, |u| self.budget.prices.billed_micros(u)),
+        };
+        self.budget.settle_local(store, costs.spend_micros, now_ms);
         if let Some((idx, charges)) = self.global.take() {
-            if let Some(t) = global_tenant(cfg, idx) {
-                global::settle(store, &t, &charges, billed, now_ms);
+            let model = self.budget.model.clone();
+            if let Some(t) = global_tenant(cfg, idx, model.as_deref()) {
+                global::settle(store, &t, &charges, &costs, now_ms);
             }
+            self.budget.settled_globally(&charges, &costs, now_ms);
         }
-        billed
+        tokens
     }
 }
 
-/// The tenant's global limits with the engine, when both are configured.
-fn global_tenant(cfg: &Config, idx: usize) -> Option<global::Tenant<'_>> {
+/// The tenant's counters at the rate limit service, when it has any.
+fn global_tenant<'a>(
+    cfg: &'a Config,
+    idx: usize,
+    model: Option<&'a str>,
+) -> Option<global::Tenant<'a>> {
     let tenant = cfg.tenant(idx)?;
+    if tenant.global.is_empty() {
+        return None;
+    }
     Some(global::Tenant {
         prefix: &cfg.shared_data_prefix,
         name: &tenant.name,
-        limits: tenant.quota.as_ref()?.global.as_ref()?,
+        counters: &tenant.global,
+        model,
         engine: cfg.global.as_ref()?,
     })
 }
@@ -289,4 +361,4 @@ fn too_large(kind: BucketKind, cost: u64, max: u64, tenant: &str) -> Denial {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::contract::header;
 use crate::deny::Denial;
 use crate::metrics::observations;
+use crate::quota::budget;
 use crate::quota::global::{CallFailure, QuotaMode};
 use crate::quota::inflight::{self, Acquire};
 use crate::quota::rls;
@@ -263,6 +264,8 @@ impl Request {
             self.ex.on_response_headers(&own, &cfg);
             if !self.local_reply {
                 plan.set_response_headers = self.quota.response_headers().to_vec();
+                plan.set_response_headers
+                    .extend(self.quota.budget.headers());
                 if let Some(id) = &self.ex.request_id {
                     plan.set_response_headers
                         .push((header::REQUEST_ID, id.clone()));
@@ -329,17 +332,27 @@ impl Request {
             code_details: input.code_details,
         };
         let (gateway, audit) = self.ex.records(&cfg, &end);
-        let billed = self
-            .ex
-            .billable(&cfg, &end)
-            .map_or(0, |(u, _)| u.total_tokens);
-        let settled = self.quota.settle(&cfg, w.store, billed, end.now_ms);
+        let billed = self.ex.billable(&cfg, &end).map(|(u, _)| u);
+        let settled = self
+            .quota
+            .settle(&cfg, w.store, billed.as_ref(), end.now_ms);
         let (mut gateway, mut audit) = (gateway, audit);
         let mode = self.quota_mode(&cfg).label();
         gateway.quota_mode = Some(mode);
         audit.quota_mode = Some(mode);
+        let standing = &self.quota.budget.standing;
+        if let Some(b) = budget::binding(standing) {
+            gateway.budget_period = Some(b.period.label());
+            gateway.budget_spent_usd = Some(micros_to_usd(b.spent_micros));
+            gateway.budget_remaining_usd = Some(micros_to_usd(b.remaining_micros()));
+        }
         let mut finished = self.ex.finished(&gateway, input.busy_ns);
         finished.unreachable = self.quota.unreachable;
+        finished.budgets = standing
+            .iter()
+            .filter(|s| s.model.is_none())
+            .map(|s| (s.period.label(), s.limit_micros, s.remaining_micros()))
+            .collect();
         Plan {
             filter_state: state_entries(&gateway, &audit, settled, cfg.filter_state),
             metrics: observations(&finished),
@@ -535,6 +548,10 @@ impl Request {
         plan.flow = Flow::Pause;
         plan
     }
+}
+
+fn micros_to_usd(m: u64) -> f64 {
+    m as f64 / 1_000_000.0
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ use crate::record::GatewayRecord;
 pub enum Kind {
     Counter,
     Histogram,
+    /// Set to the value.
+    Gauge,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,14 @@ fn counter(base: &str, labels: &[(&str, &str)], value: u64) -> Observation {
     }
 }
 
+fn gauge(base: &str, labels: &[(&str, &str)], value: u64) -> Observation {
+    Observation {
+        name: series_name(base, labels),
+        kind: Kind::Gauge,
+        value,
+    }
+}
+
 fn histogram(base: &str, labels: &[(&str, &str)], value: u64) -> Observation {
     Observation {
         name: series_name(base, labels),
@@ -61,7 +71,7 @@ fn status_label(status: Option<u16>) -> String {
 }
 
 /// A finished request, as the metrics see it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Finished<'a> {
     pub record: &'a GatewayRecord,
     /// From forwarding to the end of the response.
@@ -72,6 +82,8 @@ pub struct Finished<'a> {
     pub busy_ns: u64,
     /// The rate limit service was unreachable: `local_fallback` or `closed`.
     pub unreachable: Option<&'static str>,
+    /// The tenant-wide budgets after settlement: (period, limit, remaining), micro-USD.
+    pub budgets: Vec<(&'static str, u64, u64)>,
 }
 
 /// Everything one finished request contributes.
@@ -135,6 +147,15 @@ pub fn observations(f: &Finished) -> Vec<Observation> {
         out.push(counter(metric::COST_USD_MICROS_TOTAL, &tm, micros));
     }
     out.extend(f.denial_reason.and_then(|r| denial_counter(r, tenant)));
+    for (period, limit, remaining) in &f.budgets {
+        let labels = [("tenant", tenant), ("period", *period)];
+        out.push(gauge(metric::BUDGET_LIMIT_USD_MICROS, &labels, *limit));
+        out.push(gauge(
+            metric::BUDGET_REMAINING_USD_MICROS,
+            &labels,
+            *remaining,
+        ));
+    }
     if let Some(mode) = f.unreachable {
         out.push(counter(
             metric::QUOTA_DEGRADED_TOTAL,
@@ -155,11 +176,16 @@ pub fn sync_observation(ok: bool) -> Observation {
 /// concurrency limits `in_flight`, `streams`), auth denials by reason.
 fn denial_counter(reason: &'static str, tenant: &str) -> Option<Observation> {
     match reason {
-        "quota_requests" | "quota_tokens" | "concurrency_in_flight" | "concurrency_streams" => {
+        "quota_requests"
+        | "quota_tokens"
+        | "concurrency_in_flight"
+        | "concurrency_streams"
+        | "budget_exceeded" => {
             let kind = match reason {
                 "quota_requests" => "requests",
                 "quota_tokens" => "tokens",
                 "concurrency_in_flight" => "in_flight",
+                "budget_exceeded" => "budget",
                 _ => "streams",
             };
             Some(counter(

@@ -20,6 +20,7 @@ pub mod slot;
 pub mod sync;
 
 pub use config::{Engine, EngineSpec, Mode, OnUnavailable, TenantGlobal, Unit};
+
 pub use slot::{Slot, Take, Terms};
 
 use super::config::{escape, BucketKind};
@@ -68,33 +69,192 @@ impl QuotaMode {
     }
 }
 
-/// `<prefix>:g:<tenant>:req` / `:tok`: this process's slot of a tenant's global counter.
-pub fn slot_key(prefix: &str, tenant: &str, kind: BucketKind) -> String {
-    let kind = match kind {
-        BucketKind::Requests => "req",
-        BucketKind::Tokens => "tok",
-    };
-    format!("{prefix}:g:{}:{kind}", escape(tenant))
+/// What a global counter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CounterKind {
+    Requests,
+    Tokens,
+    /// Spend in a UTC day, in units of `Counter::scale` micro-dollars.
+    SpendDay,
+    /// Spend in a UTC month.
+    SpendMonth,
 }
 
-/// The tenant's global counters: (kind, limit per window).
-pub fn counters(g: &TenantGlobal) -> impl Iterator<Item = (BucketKind, u32)> {
-    [
-        (BucketKind::Requests, g.requests),
-        (BucketKind::Tokens, g.tokens),
-    ]
-    .into_iter()
-    .filter_map(|(k, l)| l.map(|l| (k, l)))
+impl CounterKind {
+    /// The descriptor's `kind` value.
+    pub fn label(self) -> &'static str {
+        match self {
+            CounterKind::Requests => "requests",
+            CounterKind::Tokens => "tokens",
+            CounterKind::SpendDay => "spend_day",
+            CounterKind::SpendMonth => "spend_month",
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            CounterKind::Requests => "req",
+            CounterKind::Tokens => "tok",
+            CounterKind::SpendDay => "sd",
+            CounterKind::SpendMonth => "sm",
+        }
+    }
+
+    /// The rate bucket kind, for the refusal of a request or token counter.
+    pub fn bucket(self) -> Option<BucketKind> {
+        match self {
+            CounterKind::Requests => Some(BucketKind::Requests),
+            CounterKind::Tokens => Some(BucketKind::Tokens),
+            CounterKind::SpendDay | CounterKind::SpendMonth => None,
+        }
+    }
+
+    pub fn is_spend(self) -> bool {
+        self.bucket().is_none()
+    }
+}
+
+/// One counter of a tenant at the rate limit service: what it counts, its limit per
+/// window, and how a request is charged in it. Built once with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counter {
+    pub kind: CounterKind,
+    /// A per-model budget's model.
+    pub model: Option<String>,
+    /// Per window, in counter units.
+    pub limit: u32,
+    pub unit: Unit,
+    /// Micro-dollars per unit of a spend counter (1 for requests and tokens): budgets
+    /// above `u32::MAX` micro-dollars are counted in coarser units so the limit fits the
+    /// protocol's `requests_per_unit`.
+    pub scale: u64,
+    pub on_unavailable: OnUnavailable,
+    /// Charged by a call per request (strict mode, and every spend counter) rather than
+    /// from the synced share.
+    pub strict: bool,
+}
+
+impl Counter {
+    /// The counter of `limit` units per `unit`, for requests and tokens.
+    pub fn rate(kind: CounterKind, limit: u32, g: &TenantGlobal) -> Counter {
+        Counter {
+            kind,
+            model: None,
+            limit,
+            unit: g.unit,
+            scale: 1,
+            on_unavailable: g.on_unavailable,
+            strict: g.mode == Mode::Strict,
+        }
+    }
+
+    /// A spend counter for a budget of `micros` per day or month.
+    pub fn spend(
+        kind: CounterKind,
+        model: Option<&str>,
+        micros: u64,
+        on: OnUnavailable,
+    ) -> Counter {
+        let scale = micros.div_ceil(u64::from(u32::MAX)).max(1);
+        Counter {
+            kind,
+            model: model.map(str::to_owned),
+            limit: u32::try_from(micros / scale).unwrap_or(u32::MAX).max(1),
+            unit: if kind == CounterKind::SpendMonth {
+                Unit::Month
+            } else {
+                Unit::Day
+            },
+            scale,
+            on_unavailable: on,
+            strict: true,
+        }
+    }
+
+    /// `<prefix>:g:<tenant>:<req|tok|sd|sm>[:<model>]`: this process's slot of it.
+    pub fn key(&self, prefix: &str, tenant: &str) -> String {
+        let mut key = format!("{prefix}:g:{}:{}", escape(tenant), self.kind.suffix());
+        if let Some(m) = &self.model {
+            key.push(':');
+            key.push_str(&escape(m));
+        }
+        key
+    }
+
+    pub fn terms<'a>(&self, engine: &'a Engine) -> Terms<'a> {
+        Terms {
+            limit: self.limit,
+            unit: self.unit,
+            on_unavailable: self.on_unavailable,
+            engine,
+        }
+    }
+
+    /// The descriptor's entries; `refund` adds the service's refund marker.
+    pub fn entries<'a>(&'a self, tenant: &'a str, refund: bool) -> Vec<(&'a str, &'a str)> {
+        let mut e = vec![("kind", self.kind.label()), ("tenant", tenant)];
+        if let Some(m) = &self.model {
+            e.push(("model", m.as_str()));
+        }
+        if refund {
+            e.push((rls::REFUND_KEY, "true"));
+        }
+        e
+    }
+
+    fn limit_override(&self) -> Option<Override> {
+        Some(Override {
+            requests_per_unit: self.limit,
+            unit: self.unit.wire(),
+        })
+    }
+
+    /// What `costs` charge in this counter, in its units.
+    pub fn cost(&self, costs: &Costs) -> u64 {
+        match self.kind {
+            CounterKind::Requests => 1,
+            CounterKind::Tokens => costs.tokens,
+            CounterKind::SpendDay | CounterKind::SpendMonth => {
+                costs.spend_micros.div_ceil(self.scale)
+            }
+        }
+    }
+
+    /// Whether this counter applies to a request for `model`.
+    pub fn applies(&self, model: Option<&str>) -> bool {
+        self.model.is_none() || self.model.as_deref() == model
+    }
+}
+
+/// What a request is charged (or, at settlement, billed): 1 request, its tokens, its
+/// spend in micro-dollars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Costs {
+    pub tokens: u64,
+    pub spend_micros: u64,
 }
 
 /// One global counter a request was charged in, kept until it settles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Charge {
     pub key: String,
-    pub kind: BucketKind,
-    pub limit: u32,
+    pub counter: Counter,
     pub window: u64,
+    /// Units charged at admission.
     pub cost: u64,
+    /// What the service said was left after this charge (strict calls), in units.
+    pub remaining: Option<u64>,
+}
+
+impl Charge {
+    /// Micro-dollars left of a spend counter after this request's settlement at `billed`
+    /// units, as this request saw it.
+    pub fn remaining_after(&self, billed: u64) -> Option<u64> {
+        let left = self.remaining?;
+        let after = i128::from(left) + i128::from(self.cost) - i128::from(billed);
+        let after = u64::try_from(after.max(0)).unwrap_or(0);
+        Some(after.saturating_mul(self.counter.scale))
+    }
 }
 
 /// What the global limits decided for a request.
@@ -106,13 +266,14 @@ pub enum Outcome {
     },
     Denied {
         mode: QuotaMode,
-        kind: BucketKind,
+        counter: Counter,
         retry_after_ms: u64,
+        /// Units left when it was refused (strict), for the message and headers.
+        remaining: Option<u64>,
     },
     TooLarge {
-        kind: BucketKind,
+        counter: Counter,
         cost: u64,
-        max: u64,
     },
     /// Unreachable and failing closed (503).
     Unavailable,
@@ -120,30 +281,21 @@ pub enum Outcome {
     StoreFailed,
 }
 
-/// Who is asking: the tenant, its limits, the engine, the store's key prefix.
+/// Who is asking: the tenant's counters that apply to this request, the engine, the
+/// store's key prefix.
 #[derive(Debug, Clone, Copy)]
 pub struct Tenant<'a> {
     pub prefix: &'a str,
     pub name: &'a str,
-    pub limits: &'a TenantGlobal,
+    pub counters: &'a [Counter],
+    pub model: Option<&'a str>,
     pub engine: &'a Engine,
 }
 
 impl Tenant<'_> {
-    fn cost(&self, kind: BucketKind, tokens: u64) -> u64 {
-        match kind {
-            BucketKind::Requests => 1,
-            BucketKind::Tokens => tokens,
-        }
-    }
-
-    fn terms(&self, limit: u32) -> Terms<'_> {
-        Terms {
-            limit,
-            unit: self.limits.unit,
-            on_unavailable: self.limits.on_unavailable,
-            engine: self.engine,
-        }
+    fn applying(&self) -> impl Iterator<Item = &Counter> {
+        let model = self.model;
+        self.counters.iter().filter(move |c| c.applies(model))
     }
 }
 
@@ -161,11 +313,13 @@ fn with_slot<T>(
     })
 }
 
-/// A request's charges in synced mode: 1 request and `tokens` tokens, from this
+/// A request's charges in synced mode: 1 request and `costs.tokens` tokens from this
 /// process's shares; all or nothing. Round trips: 2 per counter (get + set), 1 for a
-/// refusing one, 2 per charge given back.
-pub fn admit_synced(store: &dyn SharedStore, t: &Tenant, tokens: u64, now_ms: u64) -> Outcome {
-    admit_local(store, t, tokens, now_ms, true)
+/// refusing one, 2 per charge given back. Counters charged by a call are left to
+/// [`strict_call`].
+pub fn admit_synced(store: &dyn SharedStore, t: &Tenant, costs: &Costs, now_ms: u64) -> Outcome {
+    let synced: Vec<&Counter> = t.applying().filter(|c| !c.strict).collect();
+    admit_local(store, t, &synced, costs, now_ms, true)
 }
 
 /// `reachable`: false to decide as if the service were unreachable (a strict call just
@@ -173,20 +327,21 @@ pub fn admit_synced(store: &dyn SharedStore, t: &Tenant, tokens: u64, now_ms: u6
 fn admit_local(
     store: &dyn SharedStore,
     t: &Tenant,
-    tokens: u64,
+    counters: &[&Counter],
+    costs: &Costs,
     now_ms: u64,
     reachable: bool,
 ) -> Outcome {
-    let mut charges = Vec::with_capacity(2);
+    let mut charges = Vec::with_capacity(counters.len());
     let mut mode = QuotaMode::Global;
     let mut trips = 0;
-    for (kind, limit) in counters(t.limits) {
-        let cost = t.cost(kind, tokens);
+    for counter in counters {
+        let cost = counter.cost(costs);
         if cost == 0 {
             continue;
         }
-        let key = slot_key(t.prefix, t.name, kind);
-        let terms = t.terms(limit);
+        let key = counter.key(t.prefix, t.name);
+        let terms = counter.terms(t.engine);
         let result = with_slot(store, &key, &terms, now_ms, &mut trips, |s| {
             let (next, take) = s.take(cost, &terms, now_ms, reachable);
             (next, (take, s.window))
@@ -198,10 +353,10 @@ fn admit_local(
                 }
                 charges.push(Charge {
                     key,
-                    kind,
-                    limit,
+                    counter: (*counter).clone(),
                     window,
                     cost,
+                    remaining: None,
                 });
                 continue;
             }
@@ -217,13 +372,13 @@ fn admit_local(
                 } else {
                     QuotaMode::Global
                 },
-                kind,
+                counter: (*counter).clone(),
                 retry_after_ms,
+                remaining: None,
             },
             Ok((Take::TooLarge, _)) => Outcome::TooLarge {
-                kind,
+                counter: (*counter).clone(),
                 cost,
-                max: u64::from(limit),
             },
             Ok((Take::Unavailable, _)) => Outcome::Unavailable,
             Err(_) => Outcome::StoreFailed,
@@ -235,7 +390,7 @@ fn admit_local(
 }
 
 /// Undo `charges` made by this request (a later counter refused it).
-fn give_back(store: &dyn SharedStore, t: &Tenant, charges: &[Charge], now_ms: u64) {
+pub fn give_back(store: &dyn SharedStore, t: &Tenant, charges: &[Charge], now_ms: u64) {
     for c in charges {
         let delta = -i64::try_from(c.cost).unwrap_or(i64::MAX);
         if correct(store, t, c, delta, now_ms).is_err() {
@@ -252,38 +407,31 @@ fn correct(
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let mut trips = 0;
-    let terms = t.terms(c.limit);
+    let terms = c.counter.terms(t.engine);
     with_slot(store, &c.key, &terms, now_ms, &mut trips, |s| {
         (s.correct(delta, c.window), ())
     })
 }
 
-/// Settlement: the tokens charge is corrected to `billed` (refund or extra charge),
-/// reported at the next sync whatever the mode was.
-pub fn settle(store: &dyn SharedStore, t: &Tenant, charges: &[Charge], billed: u64, now_ms: u64) {
-    for c in charges.iter().filter(|c| c.kind == BucketKind::Tokens) {
-        let delta = i128::from(billed) - i128::from(c.cost);
+/// Settlement: token and spend charges are corrected to what the request is billed
+/// (refund or extra charge), reported at the next sync whatever the mode was.
+pub fn settle(
+    store: &dyn SharedStore,
+    t: &Tenant,
+    charges: &[Charge],
+    billed: &Costs,
+    now_ms: u64,
+) {
+    for c in charges
+        .iter()
+        .filter(|c| c.counter.kind != CounterKind::Requests)
+    {
+        let delta = i128::from(c.counter.cost(billed)) - i128::from(c.cost);
         let delta = i64::try_from(delta).unwrap_or(if delta > 0 { i64::MAX } else { i64::MIN });
         if delta != 0 && correct(store, t, c, delta, now_ms).is_err() {
             log::warn!("global quota: a settlement could not be recorded; it is lost");
         }
     }
-}
-
-/// The entries of a tenant's counter; `refund` adds the service's refund marker.
-fn entries(kind: BucketKind, tenant: &str, refund: bool) -> Vec<(&str, &str)> {
-    let mut e = vec![("kind", kind.label()), ("tenant", tenant)];
-    if refund {
-        e.push((rls::REFUND_KEY, "true"));
-    }
-    e
-}
-
-fn limit_override(limit: u32, unit: Unit) -> Option<Override> {
-    Some(Override {
-        requests_per_unit: limit,
-        unit: unit.wire(),
-    })
 }
 
 /// A strict admission's call: the message, and the counters it charges.
@@ -293,18 +441,20 @@ pub struct StrictCall {
     pub charges: Vec<Charge>,
 }
 
-/// The call that charges 1 request and `tokens` tokens at the service.
-pub fn strict_call(t: &Tenant, tokens: u64, now_ms: u64) -> Option<StrictCall> {
-    let unit = t.limits.unit;
-    let charges: Vec<Charge> = counters(t.limits)
-        .filter_map(|(kind, limit)| {
-            let cost = t.cost(kind, tokens);
-            (cost > 0).then(|| Charge {
-                key: slot_key(t.prefix, t.name, kind),
-                kind,
-                limit,
-                window: unit.window_start(now_ms),
+/// The call that charges the request in every counter charged by a call (strict
+/// request and token counters, spend counters), or `None` when there is none.
+pub fn strict_call(t: &Tenant, costs: &Costs, now_ms: u64) -> Option<StrictCall> {
+    let charges: Vec<Charge> = t
+        .applying()
+        .filter(|c| c.strict)
+        .filter_map(|c| {
+            let cost = c.cost(costs);
+            (cost > 0 || c.kind.is_spend()).then(|| Charge {
+                key: c.key(t.prefix, t.name),
+                counter: c.clone(),
+                window: c.unit.window_start(now_ms),
                 cost,
+                remaining: None,
             })
         })
         .collect();
@@ -314,9 +464,9 @@ pub fn strict_call(t: &Tenant, tokens: u64, now_ms: u64) -> Option<StrictCall> {
     let descriptors: Vec<Descriptor> = charges
         .iter()
         .map(|c| Descriptor {
-            entries: entries(c.kind, t.name, false),
+            entries: c.counter.entries(t.name, false),
             hits: Some(c.cost),
-            limit: limit_override(c.limit, unit),
+            limit: c.counter.limit_override(),
         })
         .collect();
     Some(StrictCall {
@@ -334,17 +484,18 @@ pub struct CallFailure {
 }
 
 impl CallFailure {
-    /// Only UNAVAILABLE means the service cannot have counted the call (Envoy had no
-    /// connection, or the service could not reach Redis); after anything else the call
-    /// may have been counted.
+    /// UNAVAILABLE means the service cannot have counted the call (Envoy had no
+    /// connection, or the service could not reach Redis), INVALID_ARGUMENT that it
+    /// refused it whole; after anything else the call may have been counted.
     pub fn not_counted(&self) -> bool {
-        self.grpc_status == 14
+        // UNAVAILABLE, or INVALID_ARGUMENT: the service refused the whole call.
+        matches!(self.grpc_status, 3 | 14)
     }
 }
 
 /// What a strict call's answer (or failure) means for the request. A refusal's hits,
 /// which the service counted anyway, are given back at the next sync; a failure falls
-/// back as the tenant's `on_unavailable` says.
+/// back as each counter's `on_unavailable` says.
 pub fn strict_outcome(
     store: &dyn SharedStore,
     t: &Tenant,
@@ -365,7 +516,7 @@ pub fn strict_outcome(
     let mut trips = 0;
     for c in &call.charges {
         let cost = i64::try_from(c.cost).unwrap_or(i64::MAX);
-        let terms = t.terms(c.limit);
+        let terms = c.counter.terms(t.engine);
         let recorded = with_slot(store, &c.key, &terms, now_ms, &mut trips, |s| {
             let next = if over.is_some() {
                 s.refund_later(cost)
@@ -381,13 +532,20 @@ pub fn strict_outcome(
     match over {
         Some((c, s)) => Outcome::Denied {
             mode: QuotaMode::Strict,
-            kind: c.kind,
+            counter: c.counter.clone(),
             retry_after_ms: s.reset_ms.max(1),
+            remaining: Some(u64::from(s.remaining)),
         },
-        None => Outcome::Admitted {
-            mode: QuotaMode::Strict,
-            charges: call.charges,
-        },
+        None => {
+            let mut charges = call.charges;
+            for (c, s) in charges.iter_mut().zip(&statuses) {
+                c.remaining = Some(u64::from(s.remaining));
+            }
+            Outcome::Admitted {
+                mode: QuotaMode::Strict,
+                charges,
+            }
+        }
     }
 }
 
@@ -398,30 +556,65 @@ fn strict_failed(
     f: CallFailure,
     now_ms: u64,
 ) -> Outcome {
-    log::warn!(
-        "global quota: strict admission failed (gRPC status {}); tenant policy {:?}",
-        f.grpc_status,
-        t.limits.on_unavailable
+    // Logged once per outage by the sync; per request only at debug level.
+    log::debug!(
+        "global quota: strict admission failed (gRPC status {}); falling back",
+        f.grpc_status
     );
-    let tokens = call
-        .charges
-        .iter()
-        .find(|c| c.kind == BucketKind::Tokens)
-        .map_or(0, |c| c.cost);
-    let out = admit_local(store, t, tokens, now_ms, false);
+    let counters: Vec<&Counter> = call.charges.iter().map(|c| &c.counter).collect();
+    let costs: Vec<u64> = call.charges.iter().map(|c| c.cost).collect();
+    let out = admit_fixed(store, t, &counters, &costs, now_ms);
     if let (false, Outcome::Admitted { charges, .. }) = (f.not_counted(), &out) {
         // The service may have counted the call: the local charge must not be reported
         // as well.
         let mut trips = 0;
         for c in charges {
             let cost = i64::try_from(c.cost).unwrap_or(i64::MAX);
-            let terms = t.terms(c.limit);
+            let terms = c.counter.terms(t.engine);
             let _ = with_slot(store, &c.key, &terms, now_ms, &mut trips, |s| {
                 (Some(s.refund_later(cost)), ())
             });
         }
     }
     out
+}
+
+/// The local fallback for costs already computed per counter (a failed strict call).
+fn admit_fixed(
+    store: &dyn SharedStore,
+    t: &Tenant,
+    counters: &[&Counter],
+    costs: &[u64],
+    now_ms: u64,
+) -> Outcome {
+    // Each counter is charged its own cost: express it through `Costs` one at a time.
+    let mut charges = Vec::with_capacity(counters.len());
+    let mut mode = QuotaMode::Strict;
+    for (counter, cost) in counters.iter().zip(costs) {
+        let one = fixed_costs(counter, *cost);
+        match admit_local(store, t, &[counter], &one, now_ms, false) {
+            Outcome::Admitted {
+                mode: m,
+                charges: c,
+            } => {
+                mode = m;
+                charges.extend(c);
+            }
+            refused => {
+                give_back(store, t, &charges, now_ms);
+                return refused;
+            }
+        }
+    }
+    Outcome::Admitted { mode, charges }
+}
+
+/// `Costs` that charge exactly `cost` units in `counter`.
+fn fixed_costs(counter: &Counter, cost: u64) -> Costs {
+    Costs {
+        tokens: cost,
+        spend_micros: cost.saturating_mul(counter.scale),
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! stored level, clamped to the new burst.
 
 pub mod bucket;
+pub mod budget;
 pub mod config;
 pub mod global;
 pub mod headers;

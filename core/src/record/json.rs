@@ -134,6 +134,9 @@ pub fn gateway(g: &GatewayRecord) -> String {
     o.opt_str("prompt_blake3", g.prompt_blake3.as_deref());
     o.opt_bool("stream_complete", g.stream_complete);
     o.opt_str("quota_mode", g.quota_mode);
+    o.opt_str("budget_period", g.budget_period);
+    o.opt_f64("budget_spent_usd", g.budget_spent_usd);
+    o.opt_f64("budget_remaining_usd", g.budget_remaining_usd);
     if let Some(p) = &g.prompt_preview {
         o.str("prompt_preview", p);
     }

@@ -49,6 +49,11 @@ pub struct GatewayRecord {
     pub stream_complete: Option<bool>,
     /// How the quota was decided: `local`, `global` (synced), `strict`, `local_fallback`.
     pub quota_mode: Option<&'static str>,
+    /// The tenant's budget with the least left (`day` / `month`), after this request's
+    /// settlement: what is spent of it and what is left, USD.
+    pub budget_period: Option<&'static str>,
+    pub budget_spent_usd: Option<f64>,
+    pub budget_remaining_usd: Option<f64>,
     /// Only when `redaction.prompt_preview_chars` > 0: a masked, truncated preview.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_preview: Option<String>,
@@ -122,6 +127,15 @@ pub fn state_entries(
     opt(state::PROMPT_SHA256, s(&g.prompt_sha256));
     opt(state::PROMPT_BLAKE3, s(&g.prompt_blake3));
     opt(state::QUOTA_MODE, g.quota_mode.map(str::to_string));
+    opt(state::BUDGET_PERIOD, g.budget_period.map(str::to_string));
+    opt(
+        state::BUDGET_SPENT_USD,
+        g.budget_spent_usd.map(|x| x.to_string()),
+    );
+    opt(
+        state::BUDGET_REMAINING_USD,
+        g.budget_remaining_usd.map(|x| x.to_string()),
+    );
     opt(state::DECISION, Some(a.decision.to_string()));
     opt(state::REASON, a.reason.map(str::to_string));
     out

@@ -15,15 +15,15 @@ use crate::quota::bucket::BucketState;
 use crate::quota::{bucket_key, BucketKind};
 use crate::testkit::stores::{BrokenStore, MemStore};
 
-const PREFIX: &str = "ai-gateway-filter";
-const HOST_A: &str = "tenant-a.ai.example.com";
-const KEY_A: &str = "sk-tenant-a-demo";
-const SHA_A: &str = "6ca02907df2f5fadb8026da4b8c2fa39ce44b71e131a02039d96bf4de4b91e61";
+pub(crate) const PREFIX: &str = "ai-gateway-filter";
+pub(crate) const HOST_A: &str = "tenant-a.ai.example.com";
+pub(crate) const KEY_A: &str = "sk-tenant-a-demo";
+pub(crate) const SHA_A: &str = "6ca02907df2f5fadb8026da4b8c2fa39ce44b71e131a02039d96bf4de4b91e61";
 const HOST_B: &str = "tenant-b.ai.example.com";
 const KEY_B: &str = "sk-tenant-b-demo";
 const SHA_B: &str = "de827505af654561d6f104f27714f55808e170c322bf253692f7f3215c8575df";
 /// `limits.default_completion_tokens` in these tests.
-const DEFAULT_COMPLETION: u64 = 100;
+pub(crate) const DEFAULT_COMPLETION: u64 = 100;
 
 fn env_none(_: &str) -> Option<String> {
     None
@@ -38,7 +38,7 @@ fn tenant(name: &str, host: &str, sha: &str, quota: Value) -> Value {
     })
 }
 
-fn config_with(tenants: Vec<Value>, extra: Value) -> Config {
+pub(crate) fn config_with(tenants: Vec<Value>, extra: Value) -> Config {
     let mut v = json!({
         "routes": [
             {"prefix": "/v1/chat/completions", "api": "chat_completions", "traffic_class": "interactive"},
@@ -81,7 +81,7 @@ fn level(store: &MemStore, kind: BucketKind) -> Option<i64> {
 
 /// A request through the exchange up to the point where the host reserves. Returns the
 /// exchange and the stage the host would reserve at.
-fn request_as(
+pub(crate) fn request_as(
     cfg: &Config,
     host: &str,
     api_key: &str,
@@ -116,14 +116,14 @@ fn request_as(
     }
 }
 
-fn request(cfg: &Config, path: &str, body: Option<Value>) -> (Exchange, Stage) {
+pub(crate) fn request(cfg: &Config, path: &str, body: Option<Value>) -> (Exchange, Stage) {
     request_as(cfg, HOST_A, KEY_A, path, body)
 }
 
 /// "hello gateway" is 13 characters: the prompt estimate is ceil(13 / 4) = 4 tokens.
-const PROMPT_EST: u64 = 4;
+pub(crate) const PROMPT_EST: u64 = 4;
 
-fn chat(extra: Value) -> Value {
+pub(crate) fn chat(extra: Value) -> Value {
     let mut body = json!({
         "model": "llama3-8b",
         "messages": [{"role": "user", "content": "hello gateway"}],
@@ -151,7 +151,7 @@ fn reserve(
     q.reserve(cfg, ex, store, 1_000, stage)
 }
 
-fn respond_json(cfg: &Config, ex: &mut Exchange, status: u16, body: &Value) {
+pub(crate) fn respond_json(cfg: &Config, ex: &mut Exchange, status: u16, body: &Value) {
     ex.on_response_headers(
         &ResponseHead {
             status: Some(status),
@@ -163,7 +163,7 @@ fn respond_json(cfg: &Config, ex: &mut Exchange, status: u16, body: &Value) {
     ex.on_response_chunk(body.to_string().as_bytes(), true, 5);
 }
 
-fn usage_body(prompt: u64, completion: u64) -> Value {
+pub(crate) fn usage_body(prompt: u64, completion: u64) -> Value {
     json!({
         "object": "chat.completion",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}],
@@ -172,7 +172,7 @@ fn usage_body(prompt: u64, completion: u64) -> Value {
     })
 }
 
-fn header<'a>(h: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(h: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
     h.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
 }
 
@@ -997,7 +997,7 @@ fn four_workers_racing_grant_exactly_the_burst() {
 }
 
 /// Settle as `on_log` does: `served` = forwarded and answered by a backend.
-fn settle_as(
+pub(crate) fn settle_as(
     q: &mut QuotaState,
     cfg: &Config,
     ex: &mut Exchange,
@@ -1016,6 +1016,6 @@ fn settle_as(
         upstream_address: None,
         code_details: served.then_some("via_upstream"),
     };
-    let billed = ex.billable(cfg, &end).map_or(0, |(u, _)| u.total_tokens);
-    q.settle(cfg, store, billed, now_ms)
+    let billed = ex.billable(cfg, &end).map(|(u, _)| u);
+    q.settle(cfg, store, billed.as_ref(), now_ms)
 }

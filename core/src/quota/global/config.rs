@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::quota::rls;
+use crate::record::timefmt;
 
 /// `global_quota`: where the rate limit service is and how this process talks to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +93,7 @@ fn range(p: &str, field: &str, v: u32, min: u32, max: u32) -> Result<(), String>
 }
 
 /// The fixed window of a global limit, as the rate limit service counts it (UTC,
-/// aligned to the unit).
+/// aligned to the unit; a month is a calendar month).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Unit {
@@ -101,15 +102,17 @@ pub enum Unit {
     Minute,
     Hour,
     Day,
+    Month,
 }
 
 impl Unit {
-    pub fn ms(self) -> u64 {
+    fn fixed_ms(self) -> Option<u64> {
         match self {
-            Unit::Second => 1_000,
-            Unit::Minute => 60_000,
-            Unit::Hour => 3_600_000,
-            Unit::Day => 86_400_000,
+            Unit::Second => Some(1_000),
+            Unit::Minute => Some(60_000),
+            Unit::Hour => Some(3_600_000),
+            Unit::Day => Some(86_400_000),
+            Unit::Month => None,
         }
     }
 
@@ -120,12 +123,24 @@ impl Unit {
             Unit::Minute => 2,
             Unit::Hour => 3,
             Unit::Day => 4,
+            Unit::Month => 5,
         }
     }
 
     /// The start of the window holding `now_ms`.
     pub fn window_start(self, now_ms: u64) -> u64 {
-        now_ms - now_ms % self.ms()
+        match self.fixed_ms() {
+            Some(ms) => now_ms - now_ms % ms,
+            None => timefmt::month_bounds(now_ms).0,
+        }
+    }
+
+    /// The end (exclusive) of the window holding `now_ms`.
+    pub fn window_end(self, now_ms: u64) -> u64 {
+        match self.fixed_ms() {
+            Some(ms) => self.window_start(now_ms).saturating_add(ms),
+            None => timefmt::month_bounds(now_ms).1,
+        }
     }
 }
 

@@ -119,10 +119,7 @@ impl Slot {
             return (None, Take::TooLarge);
         }
         let c = i64::try_from(cost).unwrap_or(i64::MAX);
-        let window_end_ms = self
-            .window
-            .saturating_add(t.unit.ms())
-            .saturating_sub(now_ms);
+        let window_end_ms = t.unit.window_end(self.window).saturating_sub(now_ms);
         if !reachable || !self.healthy(engine, now_ms) {
             return match t.on_unavailable {
                 OnUnavailable::Closed => (None, Take::Unavailable),

@@ -8,9 +8,8 @@
 //! slot's view, and its share the process's allowance until the next sync.
 
 use super::config::Engine;
-use super::slot::{Slot, Terms};
-use super::{counters, entries, limit_override, slot_key, with_slot, CallFailure, TenantGlobal};
-use crate::quota::config::BucketKind;
+use super::slot::Slot;
+use super::{with_slot, CallFailure, Counter};
 use crate::quota::rls::{self, Code, Descriptor};
 use crate::quota::store::{self, SharedStore, StoreError, Stored, CREATE_CAS};
 
@@ -76,7 +75,8 @@ pub fn elect(store: &dyn SharedStore, prefix: &str, vm: u64, engine: &Engine, no
 pub struct Item {
     pub key: String,
     pub tenant: usize,
-    pub kind: BucketKind,
+    /// The counter's index among the tenant's.
+    pub counter: usize,
     pub window: u64,
 }
 
@@ -86,16 +86,12 @@ pub struct SyncCall {
     pub items: Vec<Item>,
 }
 
-/// The tenants with global limits: (index, name, limits).
-pub type Tenants<'a> = Vec<(usize, &'a str, &'a TenantGlobal)>;
+/// The tenants with global counters: (index, name, counters).
+pub type Tenants<'a> = Vec<(usize, &'a str, &'a [Counter])>;
 
-fn terms<'a>(g: &TenantGlobal, limit: u32, engine: &'a Engine) -> Terms<'a> {
-    Terms {
-        limit,
-        unit: g.unit,
-        on_unavailable: g.on_unavailable,
-        engine,
-    }
+fn counter<'a>(tenants: &'a Tenants, it: &Item) -> Option<&'a Counter> {
+    let (_, _, counters) = tenants.iter().find(|(ti, _, _)| *ti == it.tenant)?;
+    counters.get(it.counter)
 }
 
 /// Takes every slot's pending report (slots with a report still in flight wait) and
@@ -110,10 +106,10 @@ pub fn begin(
     let mut items = Vec::new();
     let mut descriptors: Vec<Descriptor> = Vec::new();
     let mut trips = 0;
-    for &(ti, name, g) in tenants {
-        for (kind, limit) in counters(g) {
-            let key = slot_key(prefix, name, kind);
-            let t = terms(g, limit, engine);
+    for &(ti, name, counters) in tenants {
+        for (ci, c) in counters.iter().enumerate() {
+            let key = c.key(prefix, name);
+            let t = c.terms(engine);
             let taken: Result<Option<Slot>, StoreError> =
                 with_slot(store, &key, &t, now_ms, &mut trips, |s| {
                     let next = s.begin_sync(engine, now_ms);
@@ -121,14 +117,14 @@ pub fn begin(
                 });
             let Ok(Some(s)) = taken else { continue };
             descriptors.push(Descriptor {
-                entries: entries(kind, name, s.in_sync < 0),
+                entries: c.entries(name, s.in_sync < 0),
                 hits: Some(s.in_sync.unsigned_abs()),
-                limit: limit_override(limit, g.unit),
+                limit: c.limit_override(),
             });
             items.push(Item {
                 key,
                 tenant: ti,
-                kind,
+                counter: ci,
                 window: s.window,
             });
         }
@@ -165,13 +161,10 @@ pub fn finish(
     };
     let mut trips = 0;
     for (i, it) in items.iter().enumerate() {
-        let Some((_, _, g)) = tenants.iter().find(|(ti, _, _)| *ti == it.tenant) else {
+        let Some(c) = counter(tenants, it) else {
             continue;
         };
-        let Some(limit) = counters(g).find(|(k, _)| *k == it.kind).map(|(_, l)| l) else {
-            continue;
-        };
-        let t = terms(g, limit, engine);
+        let t = c.terms(engine);
         let status = statuses.as_ref().map(|s| s.get(i).copied());
         let _ = store::update(store, &it.key, Slot::fresh(&t, now_ms), &mut trips, |s| {
             let s = s.current(&t, now_ms);

@@ -22,19 +22,36 @@ fn engine(replicas: u32) -> Engine {
     .unwrap()
 }
 
-fn limits(requests: Option<u32>, tokens: Option<u32>, mode: Mode) -> TenantGlobal {
-    TenantGlobal {
+fn limits(requests: Option<u32>, tokens: Option<u32>, mode: Mode) -> Vec<Counter> {
+    let g = TenantGlobal {
         unit: Unit::Hour,
         requests,
         tokens,
         mode,
         on_unavailable: OnUnavailable::Local,
+    };
+    let mut out = Vec::new();
+    for (kind, limit) in [
+        (CounterKind::Requests, requests),
+        (CounterKind::Tokens, tokens),
+    ] {
+        if let Some(l) = limit {
+            out.push(Counter::rate(kind, l, &g));
+        }
+    }
+    out
+}
+
+fn tokens(n: u64) -> Costs {
+    Costs {
+        tokens: n,
+        spend_micros: 0,
     }
 }
 
 #[derive(Default)]
 struct Service {
-    counters: HashMap<(BucketKind, String), u64>,
+    counters: HashMap<CounterKind, u64>,
     down: bool,
 }
 
@@ -44,7 +61,7 @@ impl Service {
         &mut self,
         store: &MemStore,
         items: &[Item],
-        g: &TenantGlobal,
+        g: &[Counter],
     ) -> Result<Response, CallFailure> {
         if self.down {
             return Err(CallFailure { grpc_status: 14 });
@@ -52,14 +69,14 @@ impl Service {
         let mut statuses = Vec::new();
         for it in items {
             let slot = Slot::decode(&store.raw(&it.key).unwrap()).unwrap();
-            let c = self.counters.entry((it.kind, "t".into())).or_insert(0);
+            let counter = &g[it.counter];
+            let c = self.counters.entry(counter.kind).or_insert(0);
             *c = if slot.in_sync >= 0 {
                 *c + slot.in_sync as u64
             } else {
                 c.saturating_sub(slot.in_sync.unsigned_abs())
             };
-            let limit = counters(g).find(|(k, _)| *k == it.kind).unwrap().1;
-            statuses.push(status(limit, *c));
+            statuses.push(status(counter.limit, *c));
         }
         Ok(Response {
             overall: Code::Ok,
@@ -67,14 +84,14 @@ impl Service {
         })
     }
 
-    fn charge(&mut self, kind: BucketKind, hits: u64, limit: u32) -> Status {
-        let c = self.counters.entry((kind, "t".into())).or_insert(0);
+    fn charge(&mut self, kind: CounterKind, hits: u64, limit: u32) -> Status {
+        let c = self.counters.entry(kind).or_insert(0);
         *c += hits;
         status(limit, *c)
     }
 
-    fn level(&self, kind: BucketKind) -> u64 {
-        self.counters.get(&(kind, "t".into())).copied().unwrap_or(0)
+    fn level(&self, kind: CounterKind) -> u64 {
+        self.counters.get(&kind).copied().unwrap_or(0)
     }
 }
 
@@ -89,17 +106,18 @@ fn status(limit: u32, counter: u64) -> Status {
     }
 }
 
-fn tenant<'a>(g: &'a TenantGlobal, e: &'a Engine) -> Tenant<'a> {
+fn tenant<'a>(g: &'a [Counter], e: &'a Engine) -> Tenant<'a> {
     Tenant {
         prefix: "p",
         name: "t",
-        limits: g,
+        counters: g,
+        model: None,
         engine: e,
     }
 }
 
 /// One replica's sync, from `begin` to `finish`.
-fn sync_once(store: &MemStore, svc: &mut Service, g: &TenantGlobal, e: &Engine, now: u64) {
+fn sync_once(store: &MemStore, svc: &mut Service, g: &[Counter], e: &Engine, now: u64) {
     let tenants = vec![(0usize, "t", g)];
     let Some(call) = sync::begin(store, "p", &tenants, e, now) else {
         return;
@@ -121,7 +139,8 @@ fn burst(n: u32, replicas: usize, per_replica: usize, per_tick: usize, flip: boo
     while sent < per_replica {
         for s in &stores {
             for _ in 0..per_tick.min(per_replica - sent) {
-                if let Outcome::Admitted { .. } = admit_synced(s, &tenant(&g, &e), 0, now) {
+                if let Outcome::Admitted { .. } = admit_synced(s, &tenant(&g, &e), &tokens(0), now)
+                {
                     admitted += 1;
                 }
             }
@@ -142,7 +161,7 @@ fn burst(n: u32, replicas: usize, per_replica: usize, per_tick: usize, flip: boo
             sync_once(s, &mut svc, &g, &e, now);
         }
     }
-    (admitted, svc.level(BucketKind::Requests))
+    (admitted, svc.level(CounterKind::Requests))
 }
 
 #[test]
@@ -169,23 +188,23 @@ fn tokens_are_reserved_then_settled_into_the_global_counter() {
     let t = tenant(&g, &e);
     let mut billed = 0;
     for (i, store) in [&a, &b, &a, &b].into_iter().enumerate() {
-        let Outcome::Admitted { charges, .. } = admit_synced(store, &t, 1000, T0) else {
+        let Outcome::Admitted { charges, .. } = admit_synced(store, &t, &tokens(1000), T0) else {
             panic!("admitted");
         };
         let used = 100 * (i as u64 + 1);
-        settle(store, &t, &charges, used, T0 + 50);
+        settle(store, &t, &charges, &tokens(used), T0 + 50);
         billed += used;
     }
     sync_once(&a, &mut svc, &g, &e, T0 + 200);
     sync_once(&b, &mut svc, &g, &e, T0 + 200);
-    assert_eq!(svc.level(BucketKind::Tokens), billed);
+    assert_eq!(svc.level(CounterKind::Tokens), billed);
     // A settlement above the reservation is charged too.
-    let Outcome::Admitted { charges, .. } = admit_synced(&a, &t, 100, T0 + 300) else {
+    let Outcome::Admitted { charges, .. } = admit_synced(&a, &t, &tokens(100), T0 + 300) else {
         panic!("admitted");
     };
-    settle(&a, &t, &charges, 900, T0 + 350);
+    settle(&a, &t, &charges, &tokens(900), T0 + 350);
     sync_once(&a, &mut svc, &g, &e, T0 + 400);
-    assert_eq!(svc.level(BucketKind::Tokens), billed + 900);
+    assert_eq!(svc.level(CounterKind::Tokens), billed + 900);
 }
 
 #[test]
@@ -195,19 +214,19 @@ fn a_refund_larger_than_the_new_charges_is_sent_as_a_refund() {
     let a = MemStore::new();
     let mut svc = Service::default();
     let t = tenant(&g, &e);
-    let Outcome::Admitted { charges, .. } = admit_synced(&a, &t, 5000, T0) else {
+    let Outcome::Admitted { charges, .. } = admit_synced(&a, &t, &tokens(5000), T0) else {
         panic!("admitted");
     };
     sync_once(&a, &mut svc, &g, &e, T0 + 200);
-    assert_eq!(svc.level(BucketKind::Tokens), 5000);
-    settle(&a, &t, &charges, 1200, T0 + 300);
-    let tenants = vec![(0usize, "t", &g)];
+    assert_eq!(svc.level(CounterKind::Tokens), 5000);
+    settle(&a, &t, &charges, &tokens(1200), T0 + 300);
+    let tenants = vec![(0usize, "t", g.as_slice())];
     let call = sync::begin(&a, "p", &tenants, &e, T0 + 400).unwrap();
     let slot = Slot::decode(&a.raw(&call.items[0].key).unwrap()).unwrap();
     assert_eq!(slot.in_sync, -3800);
     let answer = svc.sync(&a, &call.items, &g);
     sync::finish(&a, &tenants, &e, &call.items, answer, T0 + 400);
-    assert_eq!(svc.level(BucketKind::Tokens), 1200);
+    assert_eq!(svc.level(CounterKind::Tokens), 1200);
 }
 
 #[test]
@@ -223,7 +242,7 @@ fn service_down_falls_back_locally_and_reports_once_it_is_back() {
     sync_once(&a, &mut svc, &g, &e, T0 + 200);
     let mut modes = Vec::new();
     for _ in 0..60 {
-        match admit_synced(&a, &t, 0, T0 + 210) {
+        match admit_synced(&a, &t, &tokens(0), T0 + 210) {
             Outcome::Admitted { mode, .. } => modes.push(mode),
             Outcome::Denied { mode, .. } => assert_eq!(mode, QuotaMode::LocalFallback),
             other => panic!("{other:?}"),
@@ -234,14 +253,14 @@ fn service_down_falls_back_locally_and_reports_once_it_is_back() {
     svc.down = false;
     sync_once(&a, &mut svc, &g, &e, T0 + 400);
     assert_eq!(
-        svc.level(BucketKind::Requests),
+        svc.level(CounterKind::Requests),
         50,
         "reported once, after the outage"
     );
     sync_once(&a, &mut svc, &g, &e, T0 + 600);
-    assert_eq!(svc.level(BucketKind::Requests), 50, "and not again");
+    assert_eq!(svc.level(CounterKind::Requests), 50, "and not again");
     assert!(matches!(
-        admit_synced(&a, &t, 0, T0 + 610),
+        admit_synced(&a, &t, &tokens(0), T0 + 610),
         Outcome::Admitted {
             mode: QuotaMode::Global,
             ..
@@ -259,12 +278,12 @@ fn strict_admits_exactly_the_limit_and_refunds_refusals() {
     let mut admitted = 0;
     for i in 0..12 {
         let store = if i % 2 == 0 { &a } else { &b };
-        let call = strict_call(&t, 10, T0).unwrap();
+        let call = strict_call(&t, &tokens(10), T0).unwrap();
         assert_eq!(call.charges.len(), 2);
         let statuses = call
             .charges
             .iter()
-            .map(|c| svc.charge(c.kind, c.cost, c.limit))
+            .map(|c| svc.charge(c.counter.kind, c.cost, c.counter.limit))
             .collect();
         let answer = Ok(Response {
             overall: Code::Ok,
@@ -275,13 +294,13 @@ fn strict_admits_exactly_the_limit_and_refunds_refusals() {
                 assert_eq!(mode, QuotaMode::Strict);
                 admitted += 1;
             }
-            Outcome::Denied { kind, .. } => assert_eq!(kind, BucketKind::Requests),
+            Outcome::Denied { counter, .. } => assert_eq!(counter.kind, CounterKind::Requests),
             other => panic!("{other:?}"),
         }
     }
     assert_eq!(admitted, 5);
     assert_eq!(
-        svc.level(BucketKind::Requests),
+        svc.level(CounterKind::Requests),
         12,
         "refusals counted until the sync"
     );
@@ -293,8 +312,8 @@ fn strict_admits_exactly_the_limit_and_refunds_refusals() {
         T0 + 200,
     );
     sync_once(&b, &mut svc, &g, &e, T0 + 200);
-    assert_eq!(svc.level(BucketKind::Requests), 5, "refusals given back");
-    assert_eq!(svc.level(BucketKind::Tokens), 50);
+    assert_eq!(svc.level(CounterKind::Requests), 5, "refusals given back");
+    assert_eq!(svc.level(CounterKind::Tokens), 50);
 }
 
 #[test]
@@ -306,7 +325,7 @@ fn a_strict_call_that_fails_falls_back_without_counting_twice() {
     let unsent = strict_outcome(
         &a,
         &t,
-        strict_call(&t, 0, T0).unwrap(),
+        strict_call(&t, &tokens(0), T0).unwrap(),
         Err(CallFailure { grpc_status: 14 }),
         T0,
     );
@@ -317,7 +336,7 @@ fn a_strict_call_that_fails_falls_back_without_counting_twice() {
             ..
         }
     ));
-    let key = slot_key("p", "t", BucketKind::Requests);
+    let key = g[0].key("p", "t");
     assert_eq!(
         Slot::decode(&a.raw(&key).unwrap()).unwrap().pending,
         1,
@@ -326,7 +345,7 @@ fn a_strict_call_that_fails_falls_back_without_counting_twice() {
     let maybe = strict_outcome(
         &a,
         &t,
-        strict_call(&t, 0, T0).unwrap(),
+        strict_call(&t, &tokens(0), T0).unwrap(),
         Err(CallFailure { grpc_status: 4 }),
         T0,
     );
@@ -343,15 +362,13 @@ fn a_strict_call_that_fails_falls_back_without_counting_twice() {
         (1, 2),
         "maybe counted: not reported again"
     );
-    let closed = TenantGlobal {
-        on_unavailable: OnUnavailable::Closed,
-        ..g
-    };
+    let mut closed = g.clone();
+    closed[0].on_unavailable = OnUnavailable::Closed;
     let t = tenant(&closed, &e);
     let out = strict_outcome(
         &a,
         &t,
-        strict_call(&t, 0, T0).unwrap(),
+        strict_call(&t, &tokens(0), T0).unwrap(),
         Err(CallFailure { grpc_status: 14 }),
         T0,
     );
@@ -377,7 +394,7 @@ fn one_worker_per_process_syncs_and_another_takes_over_when_it_stops() {
 fn descriptors_carry_kind_tenant_and_the_limit() {
     let e = engine(2);
     let g = limits(Some(100), Some(5000), Mode::Strict);
-    let call = strict_call(&tenant(&g, &e), 0, T0).unwrap();
+    let call = strict_call(&tenant(&g, &e), &tokens(0), T0).unwrap();
     assert_eq!(
         call.charges.len(),
         1,
@@ -395,5 +412,63 @@ fn descriptors_carry_kind_tenant_and_the_limit() {
         }],
     );
     assert_eq!(call.message, expected);
-    assert_eq!(slot_key("p", "a:b", BucketKind::Tokens), "p:g:a%3Ab:tok");
+    assert_eq!(
+        limits(None, Some(1), Mode::Synced)[0].key("p", "a:b"),
+        "p:g:a%3Ab:tok"
+    );
+}
+
+#[test]
+fn a_spend_counter_is_charged_by_a_call_and_settled_at_the_sync() {
+    let e = engine(2);
+    let counters = vec![Counter::spend(
+        CounterKind::SpendDay,
+        None,
+        1000,
+        OnUnavailable::Local,
+    )];
+    let a = MemStore::new();
+    let mut svc = Service::default();
+    let t = tenant(&counters, &e);
+    let spend = |m| Costs {
+        tokens: 0,
+        spend_micros: m,
+    };
+    assert!(
+        matches!(admit_synced(&a, &t, &spend(400), T0), Outcome::Admitted { ref charges, .. } if charges.is_empty()),
+        "never from a share"
+    );
+    let mut admitted = Vec::new();
+    for _ in 0..3 {
+        let call = strict_call(&t, &spend(400), T0).unwrap();
+        let statuses = call
+            .charges
+            .iter()
+            .map(|c| svc.charge(c.counter.kind, c.cost, c.counter.limit))
+            .collect();
+        let answer = Ok(Response {
+            overall: Code::Ok,
+            statuses,
+        });
+        match strict_outcome(&a, &t, call, answer, T0) {
+            Outcome::Admitted { charges, .. } => admitted.push(charges),
+            Outcome::Denied { counter, .. } => assert_eq!(counter.kind, CounterKind::SpendDay),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        admitted.len(),
+        2,
+        "800 of 1000 reserved; the third does not fit"
+    );
+    assert_eq!(admitted[1][0].remaining_after(400), Some(200));
+    for charges in &admitted {
+        settle(&a, &t, charges, &spend(150), T0 + 10);
+    }
+    sync_once(&a, &mut svc, &counters, &e, T0 + 200);
+    assert_eq!(
+        svc.level(CounterKind::SpendDay),
+        300,
+        "billed 150 twice, the refusal given back"
+    );
 }

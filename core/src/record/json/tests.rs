@@ -24,6 +24,9 @@ fn full_gateway() -> GatewayRecord {
         prompt_blake3: Some("ab".repeat(32)),
         stream_complete: Some(true),
         quota_mode: Some("global"),
+        budget_period: Some("month"),
+        budget_spent_usd: Some(0.012_345),
+        budget_remaining_usd: Some(9.987_655),
         prompt_preview: Some("Hello [EMAIL] ünïcode".into()),
     }
 }
