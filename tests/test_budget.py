@@ -229,9 +229,9 @@ class Runner:
             assert r.status_code == 200, (where, r.status_code, r.text)
             cost = micros(rec["estimated_cost_usd"])
             assert 0 < cost <= need, (where, rec["estimated_cost_usd"])
-            # The header is written before the settlement: what is left with this
-            # request's reservation held, or without it.
-            assert self.budget - self.spent - need <= remaining <= self.budget - self.spent, (where, remaining)
+            # Written before the settlement: what is left counting this request's
+            # reservation (docs/budgets.md).
+            assert remaining == self.budget - self.spent - need, (where, remaining)
             assert aud["decision"] == "allow", aud
             self.spent += cost
         else:

@@ -265,7 +265,7 @@ def test_alerts_have_for_severity_and_annotations():
     # error ratio, p95 latency, sustained quota rejections, auth-denial spikes, budgets
     assert {"AIGatewayHighErrorRate", "AIGatewayHighP95Latency",
             "AIGatewayQuotaRejectionsSustained", "AIGatewayAuthDenialSpike",
-            "AIGatewayBudgetNearlySpent"} <= names
+            "AIGatewayBudgetAbove80Percent"} <= names
     for a in alerts:
         assert re.fullmatch(r"\d+[smh]", str(a.get("for", ""))), f"{a['alert']}: needs `for:`"
         assert a.get("labels", {}).get("severity") in {"critical", "warning", "info"}, a["alert"]
@@ -273,7 +273,7 @@ def test_alerts_have_for_severity_and_annotations():
         assert ann.get("summary") and ann.get("description"), f"{a['alert']}: summary and description"
     high_error = next(a for a in alerts if a["alert"] == "AIGatewayHighErrorRate")
     assert "ai_gateway:error_ratio" in high_error["expr"], "the error alert is on the 5xx ratio"
-    budget = next(a for a in alerts if a["alert"] == "AIGatewayBudgetNearlySpent")
+    budget = next(a for a in alerts if a["alert"] == "AIGatewayBudgetAbove80Percent")
     assert budget["expr"] == "ai_gateway:budget_spent_ratio > 0.8", budget["expr"]
 
 
