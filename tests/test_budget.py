@@ -23,6 +23,10 @@ answers exactly that:
   on the spend kept in Redis, exactly as without the restart.
 - e. a model budget (tenant budget larger) binds llama3-8b only; other models go on.
 
+Refusals are checked as the contract has them in both modes: the record's
+budget_spent_usd / budget_remaining_usd and the remaining gauge say what is really spent
+(a refused request spends nothing), not the budget's size.
+
 Counts and values only, no timing assertions: waits poll until a condition holds.
 """
 import datetime
