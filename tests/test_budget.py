@@ -77,6 +77,9 @@ SEQUENCE = [
 BUDGET = 100_000  # µ$: 0.10 USD
 LARGE = 10_000_000  # µ$: 10 USD, the other period's budget (never binds)
 
+HUGE_USD = 5000  # 5e9 µ$ > u32::MAX
+SCALE = math.ceil(HUGE_USD * 1_000_000 / (2**32 - 1))  # 2
+
 GLOBAL_QUOTA = {"cluster": "ratelimit", "domain": DOMAIN, "expected_replicas": 2,
                 "sync_interval_ms": 200, "timeout_ms": 1000}
 # Fewer seconds than this left in the UTC day: wait for the next one first.
@@ -193,9 +196,13 @@ def wait_metric(gw, name, value, **labels):
 # --- the plugin configuration ------------------------------------------------------------
 
 def priced_config():
+    """llama3-8b at IN_PRICE / OUT_PRICE; bge-small (embeddings) at 1 µ$ a token, so an
+    embedding costs an odd number of micro-dollars when its input has an odd word count."""
     cfg = demo_config()
     for m in cfg["models"]:
         m["input_usd_per_million"], m["output_usd_per_million"] = IN_PRICE, OUT_PRICE
+        if m["name"] == "bge-small":
+            m["input_usd_per_million"], m["output_usd_per_million"] = 1, 0
     return cfg
 
 
@@ -331,6 +338,8 @@ def stack():
         "g-month": add_budget_tenant(cfg, "g-month", {"usd_per_day": usd(LARGE), "usd_per_month": usd(BUDGET)}),
         "g-model": add_budget_tenant(cfg, "g-model", {"usd_per_day": usd(LARGE),
                                                       "models": {"llama3-8b": {"usd_per_day": 0.03}}}),
+        # Above u32::MAX micro-dollars: counted in units of SCALE µ$ (docs/budgets.md).
+        "g-large": add_budget_tenant(cfg, "g-large", {"usd_per_month": HUGE_USD}),
     }
     with RedisServer() as redis, RateLimitService(domain_config(DOMAIN), redis.url) as rls, \
             GlobalTopology(cfg, replicas=2, rls_port=rls.port, concurrency=2) as topo:
@@ -413,3 +422,23 @@ def test_a_model_budget_binds_that_model_only(stack):
     rec, _ = wait_request_id(topo[0], "g-model-embed")
     wait_spend(redis, tenant_key, run.spent + micros(rec["estimated_cost_usd"]))
     assert counter(redis, model_key) == run.spent
+
+
+def test_a_budget_above_u32_max_micro_dollars_is_counted_in_scaled_units(stack):
+    topo, redis = stack.topo, stack.redis
+    host, key = stack.tenants["g-large"]
+    leave_window_edge("day", DAY_MARGIN)
+    month_key = spend_key("spend_month", "g-large", "month", window_start("month"))
+    units = 0
+    # A chat (24000 µ$) and an embedding of three words (3 µ$: rounded up to 2 units).
+    for i, (path, body) in enumerate([(CHAT, chat_body(FOUR, max_tokens=10)),
+                                      (EMBED, {"model": "bge-small", "input": "alpha beta gamma"})]):
+        rid = f"g-large-{i}-{time.time_ns()}"
+        r = call(topo[i % 2], path, body, host=host, key=key, headers={"x-request-id": rid})
+        assert r.status_code == 200, r.text
+        assert r.headers.get("x-ai-budget-period") == "month"
+        rec, _ = wait_request_id(topo[i % 2], rid)
+        units += math.ceil(micros(rec["estimated_cost_usd"]) / SCALE)
+        wait_spend(redis, month_key, units)
+    assert units == 24000 // SCALE + math.ceil(3 / SCALE), units
+
