@@ -3,11 +3,10 @@
 //! budget stands for the headers, the gateway record and the gauges.
 
 use super::exchange::Exchange;
-use super::quota_step::Refusal;
+use super::quota_step::{completion_limit, Refusal};
 use crate::config::{Config, FailureMode, Tenant};
 use crate::contract::header;
 use crate::deny::Denial;
-use crate::openai::request::Api;
 use crate::quota::budget::{self, binding, Budget, Held, Period, Prices, Refused, Standing};
 use crate::quota::global::{Charge, Costs, Counter};
 use crate::quota::SharedStore;
@@ -17,13 +16,7 @@ use crate::record::timefmt::rfc3339_millis;
 /// its completion limit out (the token reservation's upper bound).
 pub fn max_cost(cfg: &Config, ex: &Exchange, prices: &Prices) -> u64 {
     let prompt = ex.estimated_prompt_tokens.unwrap_or(0);
-    let completion = match ex.api {
-        Some(Api::Embeddings) | None => 0,
-        _ => ex
-            .max_completion_tokens
-            .unwrap_or(cfg.limits.default_completion_tokens),
-    };
-    prices.max_micros(prompt, completion)
+    prices.max_micros(prompt, completion_limit(cfg, ex))
 }
 
 #[derive(Debug, Default)]

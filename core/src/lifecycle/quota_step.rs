@@ -51,13 +51,18 @@ pub struct QuotaState {
 /// Prompt estimate plus the completion the request may produce.
 pub fn estimated_tokens(cfg: &Config, ex: &Exchange) -> u64 {
     let prompt = ex.estimated_prompt_tokens.unwrap_or(0);
-    let completion = match ex.api {
+    prompt.saturating_add(completion_limit(cfg, ex))
+}
+
+/// The most the request may generate: its own limit, else the configured default (none
+/// for embeddings).
+pub fn completion_limit(cfg: &Config, ex: &Exchange) -> u64 {
+    match ex.api {
         Some(Api::Embeddings) | None => 0,
         _ => ex
             .max_completion_tokens
             .unwrap_or(cfg.limits.default_completion_tokens),
-    };
-    prompt.saturating_add(completion)
+    }
 }
 
 impl QuotaState {

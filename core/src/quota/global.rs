@@ -618,4 +618,4 @@ fn fixed_costs(counter: &Counter, cost: u64) -> Costs {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

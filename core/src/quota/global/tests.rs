@@ -11,7 +11,8 @@ use crate::testkit::stores::MemStore;
 
 const T0: u64 = 1_800_000_000_000;
 
-fn engine(replicas: u32) -> Engine {
+/// An engine for `replicas` gateways, syncing every 200 ms with a 250 ms timeout.
+pub(crate) fn engine(replicas: u32) -> Engine {
     Engine::build(EngineSpec {
         cluster: "ratelimit".into(),
         domain: "ai-gateway".into(),

@@ -1,16 +1,6 @@
 use super::*;
-use crate::quota::global::config::{Engine, EngineSpec};
-
-fn engine(replicas: u32) -> Engine {
-    Engine::build(EngineSpec {
-        cluster: "ratelimit".into(),
-        domain: "ai-gateway".into(),
-        expected_replicas: replicas,
-        sync_interval_ms: 200,
-        timeout_ms: 250,
-    })
-    .unwrap()
-}
+use crate::quota::global::config::Engine;
+use crate::quota::global::tests::engine;
 
 fn terms(e: &Engine, limit: u32, on: OnUnavailable) -> Terms<'_> {
     Terms {
