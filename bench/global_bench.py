@@ -26,7 +26,8 @@ the service's and Redis's CPU per sync beside it.
 
 Writes bench/global.md and the raw numbers in bench/out/global.json.
 
-    .venv/bin/python -m bench.global_bench [--seconds 5] [--reps 5] [--idle-seconds 20] [--quick]
+    .venv/bin/python -m bench.global_bench [--seconds 5] [--reps 6] [--latency-reps 5]
+        [--idle-seconds 20] [--idle-rounds 4] [--quick]
     .venv/bin/python -m bench.global_bench --render-only   # rewrite global.md from global.json
 """
 import argparse
