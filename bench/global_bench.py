@@ -181,6 +181,28 @@ class Stack:
         self.redis.cleanup()
 
 
+def thread_cpu_ns(pid):
+    """CPU of each thread of a process by role, in ns: Envoy's main thread (named `envoy`
+    like the process), its workers (`wrk:worker_N`), everything else (watchdogs, gRPC's
+    timer thread)."""
+    out = {"main": 0, "workers": 0, "other": 0}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                comm = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        role = "main" if tid == str(pid) else "workers" if comm.startswith("wrk:worker") else "other"
+        out[role] += ns
+    return out
+
+
 def prom(topo):
     return topo.admin("/stats/prometheus")
 
@@ -382,11 +404,13 @@ def idle(args, cfgs, res):
                 pids[f"{n}.redis"] = st.redis.proc.pid
             for n, p in mocks.items():
                 pids[f"mock.{n}"] = p.pid
+            th0 = {n: thread_cpu_ns(t.envoy.pid) for n, t in tops.items()}
             c0 = {k: rb.cpu_ns(p) for k, p in pids.items()}
             b0, s0 = rb.machine_cpu()
             w0 = time.time()
             time.sleep(args.idle_seconds)
             c1 = {k: rb.cpu_ns(p) for k, p in pids.items()}
+            th1 = {n: thread_cpu_ns(t.envoy.pid) for n, t in tops.items()}
             b1, s1 = rb.machine_cpu()
             w1 = time.time()
             g1 = {n: global_state(rb.Side(n, tops[n])) for n in tops if n in stacks}
@@ -394,6 +418,8 @@ def idle(args, cfgs, res):
             dur = w1 - w0
             own = sum(c1[k] - c0[k] for k in pids) / 1e9
             rnd = {"seconds": dur,
+                   "threads_ms_per_s": {n: {k: (th1[n][k] - th0[n][k]) / 1e6 / dur for k in th0[n]}
+                                        for n in tops},
                    "cpu_ms_per_s": {k: (c1[k] - c0[k]) / 1e6 / dur for k in pids},
                    "other_cpu": max(0.0, (b1 - b0) - own) / dur, "steal": (s1 - s0) / dur,
                    "syncs": {}}
@@ -425,6 +451,7 @@ def idle_summary(res):
     rounds_ = res["idle"]["rounds"]
     for g, b in IDLE_PAIRS:
         per_sync, rls, redis, rates, base, glob = [], [], [], [], [], []
+        by_thread = {"main": [], "workers": [], "other": []}
         for r in rounds_:
             s = r["syncs"][g]
             n = s["in_window"] * 1.0
@@ -435,6 +462,9 @@ def idle_summary(res):
             c = r["cpu_ms_per_s"]
             if n > 0:
                 per_sync.append((c[g] - c[b]) * dt * 1e3 / n)
+                for k in by_thread:
+                    th = r["threads_ms_per_s"]
+                    by_thread[k].append((th[g][k] - th[b][k]) * dt * 1e3 / n)
                 rls.append((c[f"{g}.rls"] - c["control.rls"]) * dt * 1e3 / n)
                 redis.append((c[f"{g}.redis"] - c["control.redis"]) * dt * 1e3 / n)
         med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
@@ -444,6 +474,7 @@ def idle_summary(res):
                     "syncs_in_windows": sum(r["syncs"][g]["in_window"] for r in rounds_),
                     "envoy_us_per_sync": med(per_sync), "envoy_us_per_sync_all": per_sync,
                     "rls_us_per_sync": med(rls), "redis_us_per_sync": med(redis),
+                    "threads_us_per_sync": {k: med(v) for k, v in by_thread.items()},
                     "rls_ms_per_s": med([r["cpu_ms_per_s"][f"{g}.rls"] for r in rounds_]),
                     "redis_ms_per_s": med([r["cpu_ms_per_s"][f"{g}.redis"] for r in rounds_])})
     return out
@@ -508,6 +539,16 @@ def paired(res, key, a, b, field="envoy_cpu_us_per_req"):
     """Per round, `a` minus `b` (runs of one round are next to each other in time)."""
     ra, rb_ = res[key][a].get("cpu_us_all", []), res[key][b].get("cpu_us_all", [])
     return [x - y for x, y in zip(ra, rb_)]
+
+
+def p50_of(rows, name):
+    """The median of a setup's per-round p50s (one-connection latency)."""
+    xs = rows[name].get("p50_all") or [rows[name]["latency_us"]["p50"]]
+    return statistics.median(xs)
+
+
+def paired_p50(rows, a, b):
+    return [x - y for x, y in zip(rows[a].get("p50_all", []), rows[b].get("p50_all", []))]
 
 
 def traffic_table(res, key):
@@ -617,22 +658,24 @@ def render(res):
     L.append("")
     L.append("## 1 KB chat, one connection (latency without queueing)")
     L.append("")
-    L.append("| setup | rps | **p50** | p99 | added p50 vs local | added p50 vs plain | Envoy CPU/req | "
-             "service CPU/req | Redis CPU/req |")
+    L.append("| setup | rps | **p50** (median of rounds) | p99 | added p50 vs local | added p50 vs plain | "
+             "Envoy CPU/req | service CPU/req | Redis CPU/req |")
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, label in SETUPS:
         r = lat[name]
         ex = r.get("extra_cpu_us_per_req") or {}
-        p50 = r["latency_us"]["p50"]
-        vs_local = "–" if name in ("plain", "local") else f"{p50 - lat['local']['latency_us']['p50']:+,} µs"
-        vs_plain = "–" if name == "plain" else f"{p50 - lat['plain']['latency_us']['p50']:+,} µs"
+        p50 = p50_of(lat, name)
+        vs_local = "–" if name in ("plain", "local") else f"{p50 - p50_of(lat, 'local'):+,.0f} µs"
+        vs_plain = "–" if name == "plain" else f"{p50 - p50_of(lat, 'plain'):+,.0f} µs"
         L.append(f"| {label} | {r['rps']:,.0f} | **{rb.fmt_us(p50)}** | {rb.fmt_us(r['latency_us']['p99'])} | "
                  f"{vs_local} | {vs_plain} | "
                  f"{us(r['envoy_cpu_us_per_req'])} | {us(ex.get('rls'), 1) if 'rls' in ex else '–'} | "
                  f"{us(ex.get('redis'), 1) if 'redis' in ex else '–'} |")
     L.append("")
-    L.append("p50 of every round: " + "; ".join(
-        f"{LABEL[n]} {', '.join(str(x) for x in lat[n].get('p50_all', []))} µs" for n, _ in SETUPS) + ".")
+    L.append("rps and p99: the run with the median rps. p50 of every round: " + "; ".join(
+        f"{LABEL[n]} {', '.join(str(x) for x in lat[n].get('p50_all', []))} µs" for n, _ in SETUPS)
+        + ". One connection makes every request wait for a wake-up of each process on its path, so "
+        "these runs are the most sensitive to other load on the machine.")
     L.append("")
 
     # Findings against the issue's targets.
@@ -652,7 +695,8 @@ def render(res):
              f"vs {lo['envoy_cpu_us_per_req']:.0f} µs ({diff:+.0f} µs, {100 * diff / lo['envoy_cpu_us_per_req']:+.1f}%); "
              f"per round synced − local: {', '.join(f'{x:+.0f}' for x in d)} µs; local's own spread over its "
              f"rounds: {noise_band:.0f} µs — {verdict}. rps {sy['rps']:,.0f} vs {lo['rps']:,.0f}; one-connection "
-             f"p50 {lat['synced']['latency_us']['p50']} vs {lat['local']['latency_us']['p50']} µs. The service "
+             f"p50 {p50_of(lat, 'synced'):.0f} vs {p50_of(lat, 'local'):.0f} µs (per round synced − local: "
+             f"{', '.join(f'{x:+}' for x in paired_p50(lat, 'synced', 'local'))} µs). The service "
              f"and Redis behind synced, while it served {sy['rps']:,.0f} rps: "
              f"{1e3 * sy['extra_cpu']['rls']:.2f} and {1e3 * sy['extra_cpu']['redis']:.2f} ms of CPU per second "
              f"({res['throughput_global']['synced']['syncs_ok'] / res['throughput_global']['synced']['seconds']:.1f} "
@@ -660,13 +704,14 @@ def render(res):
     st = th["strict"]
     ex = st["extra_cpu_us_per_req"]
     hop = st["envoy_cpu_us_per_req"] - lo["envoy_cpu_us_per_req"]
-    lat_hop = lat["strict"]["latency_us"]["p50"] - lat["local"]["latency_us"]["p50"]
+    lat_hop = p50_of(lat, "strict") - p50_of(lat, "local")
     L.append(f"- **strict, the hop's cost**: Envoy +{hop:.0f} µs CPU per request over local "
              f"({st['envoy_cpu_us_per_req']:.0f} vs {lo['envoy_cpu_us_per_req']:.0f}), the service "
              f"{ex['rls']:.0f} µs and Redis {ex['redis']:.0f} µs per request: **{hop + ex['rls'] + ex['redis']:.0f} µs "
              f"of CPU per request** in all for the hop ({st['rps']:,.0f} vs {lo['rps']:,.0f} rps on one worker). "
-             f"p50 at one connection **{lat_hop:+} µs** vs local ({lat['strict']['latency_us']['p50']} vs "
-             f"{lat['local']['latency_us']['p50']} µs); at {s['conns']} connections "
+             f"p50 at one connection **{lat_hop:+.0f} µs** vs local ({p50_of(lat, 'strict'):.0f} vs "
+             f"{p50_of(lat, 'local'):.0f} µs; per round {', '.join(f'{x:+}' for x in paired_p50(lat, 'strict', 'local'))}"
+             f" µs); at {s['conns']} connections "
              f"{rb.fmt_us(st['latency_us']['p50'])} vs {rb.fmt_us(lo['latency_us']['p50'])}.")
     tg = res["throughput_global"]["strict"]
     calls = tg["cluster"].get("cluster.ratelimit.upstream_rq_total", 0)
@@ -701,15 +746,18 @@ def render(res):
              "and pings).")
     L.append("")
     L.append("| configuration | tenants with global | descriptors per sync | syncs/s (in all) | Envoy idle CPU | "
-             "**Envoy CPU per sync** | every window | service CPU per sync | Redis CPU per sync | "
-             "service + Redis per second |")
-    L.append("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+             "**Envoy CPU per sync** | of which main thread / worker / other threads | every window | "
+             "service CPU per sync | Redis CPU per sync | service + Redis per second |")
+    L.append("|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|")
     for row in res["idle_summary"]:
         L.append(f"| {dict((n, l) for n, l, _ in IDLE)[row['base']]} | 0 | 0 | – | "
-                 f"{row['base_ms_per_s']:.2f} ms/s | – | – | – | – | – |")
+                 f"{row['base_ms_per_s']:.2f} ms/s | – | – | – | – | – | – |")
+        th = row.get("threads_us_per_sync") or {}
+        split = " / ".join(f"{th.get(k, float('nan')):.0f}" for k in ("main", "workers", "other")) + " µs"
         L.append(f"| {dict((n, l) for n, l, _ in IDLE)[row['config']]} | {row['tenants']} | {row['counters']} | "
                  f"{row['syncs_per_s']:.2f} ({row['syncs_in_windows']:.0f}) | {row['global_ms_per_s']:.2f} ms/s | "
-                 f"**{us(row['envoy_us_per_sync'])}** | {', '.join(f'{x:.0f}' for x in row['envoy_us_per_sync_all'])} | "
+                 f"**{us(row['envoy_us_per_sync'])}** | {split} | "
+                 f"{', '.join(f'{x:.0f}' for x in row['envoy_us_per_sync_all'])} | "
                  f"{us(row['rls_us_per_sync'])} | {us(row['redis_us_per_sync'])} | "
                  f"{row['rls_ms_per_s']:.2f} + {row['redis_ms_per_s']:.2f} ms/s |")
     L.append("")
@@ -780,6 +828,8 @@ def main():
     p.add_argument("--idle-seconds", type=int, default=20, help="per idle window")
     p.add_argument("--idle-rounds", type=int, default=4)
     p.add_argument("--idle-warmup", type=float, default=5.0)
+    p.add_argument("--retry-budget", type=int, default=rb.RETRY_BUDGET,
+                   help="repeats of disturbed runs allowed in all (bench/run_bench.py's rule)")
     p.add_argument("--quick", action="store_true", help="1 s runs, one round, 3 s idle (smoke test)")
     p.add_argument("--render-only", action="store_true", help="rewrite global.md from bench/out/global.json")
     p.add_argument("--wasm", default=launcher.WASM)
@@ -791,6 +841,7 @@ def main():
         args.seconds = args.latency_seconds = 1
         args.reps = args.latency_reps = args.idle_rounds = 1
         args.idle_seconds, args.idle_warmup = 3, 1.0
+    rb.RETRY_BUDGET = args.retry_budget
     t_start = time.time()
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk (make bench-global does)")
