@@ -46,7 +46,7 @@ PYTEST_ARGS ?=
 
 .PHONY: build mock ratelimit wasm-target deps venv apt-deps test unit lint integration demo demo-global dist clean \
         envoy-yaml bench fuzz manifests image push bench-deps bench-crates meter meter-budgets \
-        soak soak-deps
+        soak soak-deps bench-global
 
 wasm-target:
 	@rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
@@ -220,6 +220,14 @@ bench-crates: wasm-target
 bench: bench-deps $(VENV)/.bench-stamp build mock bench-crates
 	cargo build -q -p meter
 	$(PY) -m bench.run_bench $(BENCH_ARGS)
+
+# make bench-global: what global quotas cost, local vs synced vs strict side by side, and
+# the sync's own cost at rest (bench/global.md). Needs redis-server (apt-deps) and the rate
+# limit service. BENCH_GLOBAL_ARGS is passed to `python -m bench.global_bench`
+# (e.g. BENCH_GLOBAL_ARGS=--quick for a smoke run, results in bench/out/).
+BENCH_GLOBAL_ARGS ?=
+bench-global: bench-deps apt-deps build mock ratelimit
+	$(PY) -m bench.global_bench $(BENCH_GLOBAL_ARGS)
 
 # make soak (not part of make test): a mixed run of SOAK_REQUESTS requests (default
 # 1,000,000, at most SOAK_SECONDS, default 840) plus client aborts against Envoy with the

@@ -346,10 +346,13 @@ def run_wrk(topo, method, path, body, seconds, conns):
 
 class Side:
     """One Envoy under test. `hist`: read the filter's busy-time histogram around runs;
-    `proc`: the ExtProc it calls (its CPU is measured with Envoy's)."""
+    `proc`: the ExtProc it calls (its CPU is measured with Envoy's); `extra`: other
+    processes this setup relies on, {label: object with .pid}, each measured around every
+    run and reported on its own (`extra_cpu_us_per_req`, `extra_cpu`), never as noise."""
 
-    def __init__(self, name, topo, hist=False, proc=None):
+    def __init__(self, name, topo, hist=False, proc=None, extra=None):
         self.name, self.topo, self.hist, self.proc = name, topo, hist, proc
+        self.extra = dict(extra or {})
         self.requests = 0  # completed by wrk, over every run (the ext_proc check)
 
 
@@ -383,16 +386,23 @@ def measure_once(side, mocks, case, files, seconds, conns):
     e0 = cpu_ns(side.topo.envoy.pid)
     x0 = cpu_ns(side.proc.pid) if side.proc else 0
     m0 = {n: cpu_ns(p.pid) for n, p in mocks.items()}
+    extra = getattr(side, "extra", {})
+    y0 = {k: cpu_ns(p.pid) for k, p in extra.items()}
     b0, s0 = machine_cpu()
     r = run_wrk(side.topo, method, path, body, seconds, conns)
     b1, s1 = machine_cpu()
     e1 = cpu_ns(side.topo.envoy.pid)
     x1 = cpu_ns(side.proc.pid) if side.proc else 0
     m1 = {n: cpu_ns(p.pid) for n, p in mocks.items()}
+    y1 = {k: cpu_ns(p.pid) for k, p in extra.items()}
     side.requests += r["requests"]
     dur = r["duration_us"] / 1e6
     n = max(1, r["requests"])
     own = (e1 - e0 + x1 - x0) / 1e9 + sum(m1[k] - m0[k] for k in mocks) / 1e9 + r["wrk_cpu"] * dur
+    own += sum(y1[k] - y0[k] for k in extra) / 1e9
+    if extra:
+        r["extra_cpu_us_per_req"] = {k: (y1[k] - y0[k]) / 1e3 / n for k in extra}
+        r["extra_cpu"] = {k: (y1[k] - y0[k]) / 1e9 / dur for k in extra}
     # CPU used by everything else on the machine during the run (other engineers' builds,
     # this script itself): the noise indicator reported with the results.
     r["other_cpu"] = max(0.0, (b1 - b0) - own) / dur
@@ -421,8 +431,12 @@ def median_run(runs):
     m = dict(s[len(s) // 2])
     m["rps_all"] = [round(r["rps"]) for r in runs]
     m["cpu_us_all"] = [round(r["cpu_us_per_req"], 1) for r in runs]
+    m["p50_all"] = [r["latency_us"]["p50"] for r in runs]
     for k in ("envoy_cpu_us_per_req", "proc_cpu_us_per_req", "cpu_us_per_req"):
         m[k] = statistics.median(r[k] for r in runs)
+    for k in ("extra_cpu_us_per_req", "extra_cpu"):
+        if all(k in r for r in runs):
+            m[k] = {x: statistics.median(r[k][x] for r in runs) for x in runs[0][k]}
     return m
 
 
