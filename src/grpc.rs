@@ -26,11 +26,16 @@ pub fn dispatch(call: &GrpcCall) -> Result<u32, CallFailure> {
         grpc_status: UNAVAILABLE,
     };
     let upstream = std::str::from_utf8(&call.upstream).map_err(|_| not_sent)?;
+    let metadata: Vec<(&str, &[u8])> = call
+        .metadata
+        .iter()
+        .map(|(k, v)| (*k, v.as_bytes()))
+        .collect();
     proxy_wasm::hostcalls::dispatch_grpc_call(
         upstream,
         RLS_SERVICE,
         RLS_METHOD,
-        Vec::new(),
+        metadata,
         Some(&call.message),
         Duration::from_millis(u64::from(call.timeout_ms)),
     )

@@ -33,19 +33,36 @@ impl Http {
         let t0 = abi::now_nanos();
         let now_ms = t0 / 1_000_000;
         let mut plan = f(&mut self.req, now_ms);
-        if let Some(call) = plan.grpc_call.take() {
-            if let Err(failure) = grpc::dispatch(&call) {
-                // Not sent: decide now, in this callback, as the tenant's policy says.
-                let req = &mut self.req;
-                let now = worker::with(|w| req.on_quota_answer(w, Err(failure), now_ms, true));
-                plan.flow = now.flow;
-                plan.local_reply = now.local_reply;
-            }
-        }
+        self.send_call(&mut plan, now_ms, true);
         let action = effects::execute(&plan, body_size);
         let spent = abi::now_nanos().saturating_sub(t0);
         self.busy_ns = self.busy_ns.saturating_add(spent);
         action
+    }
+}
+
+impl Http {
+    /// Sends the plan's call, if it has one. A call that cannot be sent is decided now as
+    /// the tenant's policy says: `in_callback`, inside the stream callback that pauses
+    /// (the stream simply goes on or is refused), else from a call's answer (the paused
+    /// stream is resumed or refused).
+    fn send_call(&mut self, plan: &mut Plan, now_ms: u64, in_callback: bool) {
+        let Some(call) = plan.grpc_call.take() else {
+            return;
+        };
+        if let Err(failure) = grpc::dispatch(&call) {
+            let req = &mut self.req;
+            let now = worker::with(|w| req.on_quota_answer(w, Err(failure), now_ms, true));
+            if in_callback {
+                plan.flow = now.flow;
+                plan.local_reply = now.local_reply;
+            } else {
+                *plan = Plan {
+                    resume: now.local_reply.is_none(),
+                    ..now
+                };
+            }
+        }
     }
 }
 
@@ -63,7 +80,8 @@ impl Context for Http {
         let answer = grpc::answer(status, size);
         let t0 = abi::now_nanos();
         let req = &mut self.req;
-        let plan = worker::with(|w| req.on_quota_answer(w, answer, t0 / 1_000_000, false));
+        let mut plan = worker::with(|w| req.on_quota_answer(w, answer, t0 / 1_000_000, false));
+        self.send_call(&mut plan, t0 / 1_000_000, false);
         effects::execute(&plan, 0);
         self.busy_ns = self
             .busy_ns

@@ -23,12 +23,12 @@ pub struct Root {
 
 impl Context for Root {
     /// The answer to this VM's global sync (the only call a root context makes).
-    fn on_grpc_call_response(&mut self, _token: u32, status: u32, size: usize) {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
         let Some(cfg) = &self.config else {
             return;
         };
         let answer = grpc::answer(status, size);
-        let obs = worker::sync_answered(cfg, answer, abi::now_ms());
+        let obs = worker::sync_answered(cfg, Some(token), answer, abi::now_ms());
         metrics::record(obs.as_slice());
     }
 }
@@ -87,9 +87,12 @@ impl RootContext for Root {
         };
         let now_ms = abi::now_ms();
         if let Some(call) = worker::sync_due(cfg, now_ms) {
-            if let Err(failure) = grpc::dispatch(&call) {
-                let obs = worker::sync_answered(cfg, Err(failure), now_ms);
-                metrics::record(obs.as_slice());
+            match grpc::dispatch(&call) {
+                Ok(token) => worker::sync_sent(token),
+                Err(failure) => {
+                    let obs = worker::sync_answered(cfg, None, Err(failure), now_ms);
+                    metrics::record(obs.as_slice());
+                }
             }
         }
         let tick = worker::tick(cfg, now_ms);

@@ -55,11 +55,17 @@ pub fn sync_due(cfg: &Config, now_ms: u64) -> Option<GrpcCall> {
     with(|w| w.state.sync_due(w.store, cfg, now_ms))
 }
 
-/// The answer to this VM's sync call.
+/// The host's token for the sync call just sent.
+pub fn sync_sent(token: u32) {
+    with(|w| w.state.sync_sent(token));
+}
+
+/// The answer to this VM's sync call `token` (`None`: it could not be sent).
 pub fn sync_answered(
     cfg: &Config,
+    token: Option<u32>,
     answer: Result<rls::Response, CallFailure>,
     now_ms: u64,
 ) -> Option<Observation> {
-    with(|w| w.state.sync_answered(w.store, cfg, answer, now_ms))
+    with(|w| w.state.sync_answered(w.store, cfg, token, answer, now_ms))
 }

@@ -119,8 +119,9 @@ class Client:
         self.channel = grpc.insecure_channel(address)
         self.call = self.channel.unary_unary(METHOD)
 
-    def should_rate_limit(self, domain, descriptors, hits_addend=0, timeout=5.0):
-        raw = self.call(request(domain, descriptors, hits_addend), timeout=timeout, wait_for_ready=False)
+    def should_rate_limit(self, domain, descriptors, hits_addend=0, timeout=5.0, metadata=None):
+        raw = self.call(request(domain, descriptors, hits_addend), timeout=timeout, wait_for_ready=False,
+                        metadata=metadata)
         return decode_response(raw)
 
     def close(self):

@@ -175,6 +175,7 @@ FAULT_TENANTS = {
     "f-strict-closed": global_limit(requests=BIG, mode="strict", on_unavailable="closed"),
 }
 LOCAL = ["f-synced-local", "f-strict-local"]
+STRICT = ["f-strict-local", "f-strict-closed"]
 CLOSED = ["f-synced-closed", "f-strict-closed"]
 NORMAL_MODE = {"f-synced-local": "global", "f-synced-closed": "global",
                "f-strict-local": "strict", "f-strict-closed": "strict"}
@@ -288,11 +289,21 @@ class Ledger:
             else:
                 assert error_of(body)["code"] == "quota_unavailable", (i, t, rid, body)
 
-    def wait_counters(self, redis, start):
-        """Every tenant's counter equals its admitted total (reported once, none lost)."""
+    def wait_counters(self, redis, start, faults=0):
+        """Every synced tenant's counter equals its admitted total: each report counted
+        once, none lost, whatever failed in between (a report whose call failed is sent
+        again under its id, and the service counts an id once). A strict admission is not
+        reported by a sync: when its call fails and the service may have counted it (Redis
+        lost mid-script), its one retry under the same ids settles it, unless that fails
+        too; then the fallback may count it again (docs/global-quotas.md). So a strict
+        counter may exceed what was admitted by the requests in flight at a fault (one per
+        replica here: the background sends one at a time), never fall below it."""
         got = {t: wait_counter(redis, requests_key(t, start), self.admitted[t], timeout=SETTLE_TIMEOUT)
                for t in self.tenants}
-        assert got == {t: self.admitted[t] for t in self.tenants}, (got, dict(self.admitted))
+        for t in self.tenants:
+            extra = got[t] - self.admitted[t]
+            allowed = faults * REPLICAS if t in STRICT else 0
+            assert 0 <= extra <= allowed, (t, got, dict(self.admitted))
 
 
 def test_faults_answer_every_request_and_report_outage_admissions_once():
@@ -324,7 +335,7 @@ def test_faults_answer_every_request_and_report_outage_admissions_once():
             for i in everyone:
                 ledger.wait_recovered(i)
         ledger.check_normal_batch(ledger.batch(everyone, every_tenant))
-        ledger.wait_counters(redis, start)
+        ledger.wait_counters(redis, start, faults=1)
 
         # 2. The service stopped mid-run (connections refused) and started on its port.
         with ledger.background(everyone):
@@ -336,7 +347,7 @@ def test_faults_answer_every_request_and_report_outage_admissions_once():
             for i in everyone:
                 ledger.wait_recovered(i)
         ledger.check_normal_batch(ledger.batch(everyone, every_tenant))
-        ledger.wait_counters(redis, start)
+        ledger.wait_counters(redis, start, faults=2)
 
         # 3. One replica restarted (a new process: its shared data starts empty). The
         # other keeps answering; the new one reports only what it admits itself.
@@ -345,7 +356,7 @@ def test_faults_answer_every_request_and_report_outage_admissions_once():
             ledger.check_normal_batch(ledger.batch([1], every_tenant))
             topo.start_replica(0)
         ledger.check_normal_batch(ledger.batch(everyone, every_tenant))
-        ledger.wait_counters(redis, start)
+        ledger.wait_counters(redis, start, faults=2)
 
         ledger.check_every_answer()
         print(f"faults: {len(ledger.sent)} requests, admitted {dict(ledger.admitted)}")

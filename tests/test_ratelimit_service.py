@@ -285,6 +285,28 @@ def ask(client, descriptors, hits_addend=0):
     return client.should_rate_limit("ai-gateway", descriptors, hits_addend=hits_addend)
 
 
+def test_report_ids_count_a_charge_or_refund_once(direct):
+    """The `x-ai-gateway-reports` extension (docs/ratelimit.md): a descriptor with an id
+    runs once per id; sent again it is answered as a read."""
+    redis, _, client = direct
+    leave_window_edge("hour", 60)
+    key = counter_key("ai-gateway", tok("report-a"), "hour")
+    once = [("x-ai-gateway-reports", "a1,")]
+    for _ in range(3):
+        r = client.should_rate_limit("ai-gateway", [descriptor(tok("report-a"), hits=30), descriptor(tok("report-a"), hits=5)],
+                                     metadata=once)
+        assert r["overall_code"] == OK
+    # The first descriptor once (30), the second (no id) every time (3 x 5).
+    assert counter(redis, key) == 45
+    r = client.should_rate_limit("ai-gateway", [descriptor(tok("report-a") + REFUND, hits=20)],
+                                 metadata=[("x-ai-gateway-reports", "b2")])
+    assert r["statuses"][0]["limit_remaining"] == 75
+    client.should_rate_limit("ai-gateway", [descriptor(tok("report-a") + REFUND, hits=20)],
+                             metadata=[("x-ai-gateway-reports", "B2")])
+    assert counter(redis, key) == 25, "ids are case-insensitive hex: the refund ran once"
+    assert redis.command("TTL", "ai-gateway-rl:report|a1") > 3600
+
+
 def test_refund_extension_and_pure_reads(direct):
     redis, _, client = direct
     leave_window_edge("hour", 60)

@@ -52,6 +52,28 @@ pub struct Op {
     pub kind: OpKind,
     pub hits: u64,
     pub ttl_seconds: u64,
+    /// A charge or refund with a report id (the `x-ai-gateway-reports` metadata) runs at
+    /// most once per id: this key marks it done, and a second call with it only reads.
+    pub once: Option<String>,
+}
+
+/// The call metadata that gives descriptors report ids: comma-separated, one entry per
+/// descriptor in order, empty for a descriptor without one (docs/ratelimit.md).
+pub const REPORTS_METADATA: &str = "x-ai-gateway-reports";
+
+/// The report ids of `value` (the metadata), per descriptor index; ids that are not 1 to
+/// 32 hex digits are ignored.
+pub fn report_ids(value: Option<&str>) -> Vec<Option<String>> {
+    let Some(v) = value else {
+        return Vec::new();
+    };
+    v.split(',')
+        .map(|id| {
+            let id = id.trim();
+            let ok = (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit());
+            ok.then(|| id.to_ascii_lowercase())
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +109,7 @@ pub fn plan(
     prefix: &str,
     request: &RateLimitRequest,
     now_ms: u64,
+    reports: &[Option<String>],
 ) -> Result<Plan, Invalid> {
     if request.domain.is_empty() {
         return Err(Invalid("domain must not be empty".into()));
@@ -110,7 +133,13 @@ pub fn plan(
         };
         let (slot, op) =
             plan_descriptor(&ctx, d).map_err(|e| Invalid(format!("descriptors[{i}]: {e}")))?;
-        plan.ops.extend(op);
+        let report = reports.get(i).cloned().flatten();
+        plan.ops.extend(op.map(|mut op| {
+            if op.kind != OpKind::Read {
+                op.once = report.map(|id| format!("{prefix}report|{id}"));
+            }
+            op
+        }));
         plan.slots.push(slot);
     }
     Ok(plan)
@@ -177,6 +206,7 @@ fn plan_descriptor(ctx: &Ctx, d: &RateLimitDescriptor) -> Result<(Slot, Option<O
         kind,
         hits,
         ttl_seconds: window.ttl_seconds,
+        once: None,
     };
     let slot = Slot::Counter {
         op: ctx.next_op,

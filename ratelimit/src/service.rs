@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::log;
-use crate::plan::{plan, Invalid};
+use crate::plan::{plan, report_ids, Invalid, REPORTS_METADATA};
 use crate::store::Store;
 
 pub struct Rls {
@@ -37,8 +37,14 @@ impl RateLimitService for Rls {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
+        let reports = report_ids(
+            request
+                .metadata()
+                .get(REPORTS_METADATA)
+                .and_then(|v| v.to_str().ok()),
+        );
         let request = request.into_inner();
-        let plan = plan(&self.config, &self.prefix, &request, now_ms())
+        let plan = plan(&self.config, &self.prefix, &request, now_ms(), &reports)
             .map_err(|Invalid(why)| Status::invalid_argument(why))?;
         let values = if plan.ops.is_empty() {
             Vec::new()

@@ -28,11 +28,19 @@ use crate::plan::{Op, OpKind};
 /// - refund: DECRBY the hits on an existing counter, clamped at 0 (SET 0 KEEPTTL, Redis
 ///   6.0+); an absent counter stays absent.
 ///
+/// - an operation with a `once` key (a report id) runs only if that key did not exist (it is
+///   set, for a day); otherwise it is a read: a report sent again is counted once.
+///
 /// Returns the counters' values after each operation.
 pub const SCRIPT: &str = r"
 local out = {}
 for i, key in ipairs(KEYS) do
-  local op, hits, ttl = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  local op, hits, ttl, once = ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i]
+  if once ~= '' and op ~= 'r' then
+    if not redis.call('SET', once, '1', 'NX', 'EX', 86400) then
+      op = 'r'
+    end
+  end
   if op == 'c' then
     out[i] = redis.call('INCRBY', key, hits)
     redis.call('EXPIRE', key, ttl)
@@ -119,7 +127,11 @@ impl Store {
                 OpKind::Refund => "f",
             };
             invocation.key(&op.key);
-            invocation.arg(kind).arg(op.hits).arg(op.ttl_seconds);
+            invocation
+                .arg(kind)
+                .arg(op.hits)
+                .arg(op.ttl_seconds)
+                .arg(op.once.as_deref().unwrap_or(""));
         }
         let mut conn = self.conn.clone();
         let call = invocation.invoke_async::<Vec<i64>>(&mut conn);
@@ -133,6 +145,9 @@ impl Store {
                     ops.len()
                 ),
             }),
+            // A lost answer after a timeout does not mean the script did not run. (An
+            // error from a dropped connection is reported as unavailable: redis-rs cannot
+            // tell whether the script was sent; reports with ids are safe to send again.)
             Ok(Err(e)) => Err(Failure {
                 maybe_applied: e.is_timeout(),
                 message: describe(&e),

@@ -105,16 +105,25 @@ impl BudgetState {
     }
 
     /// The service refused the request for a spend counter.
-    pub fn refused_globally(&mut self, tenant: &str, counter: &Counter, now_ms: u64) -> Refusal {
+    /// `remaining`: units left just before this request (read in the same call), else
+    /// the whole budget is taken as spent.
+    pub fn refused_globally(
+        &mut self,
+        tenant: &str,
+        counter: &Counter,
+        remaining: Option<u64>,
+        now_ms: u64,
+    ) -> Refusal {
         let Some(period) = Period::of(counter.kind) else {
             return (Denial::quota_unavailable(), Vec::new());
         };
         let limit = u64::from(counter.limit).saturating_mul(counter.scale);
+        let left = remaining.map_or(0, |r| r.saturating_mul(counter.scale).min(limit));
         let st = Standing {
             period,
             model: counter.model.clone(),
             limit_micros: limit,
-            spent_micros: limit,
+            spent_micros: limit - left,
             reset_ms: period.end(now_ms),
         };
         let refusal = refusal(tenant, &st, self.costs.spend_micros, false);

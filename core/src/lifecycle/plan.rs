@@ -29,6 +29,8 @@ pub struct GrpcCall {
     pub upstream: Vec<u8>,
     pub message: Vec<u8>,
     pub timeout_ms: u32,
+    /// Initial metadata (gRPC request headers).
+    pub metadata: Vec<(&'static str, String)>,
 }
 
 /// The service and method every call of the filter goes to (RLS v3).

@@ -39,6 +39,10 @@ pub struct QuotaState {
     global: Option<(usize, Vec<global::Charge>)>,
     /// A strict admission waiting for its call.
     call: Option<(usize, StrictCall)>,
+    /// The call was sent again after a failure (once at most).
+    retried: bool,
+    /// Seeds this request's report ids: a hash of its gateway request id (random).
+    report_seed: u64,
     /// How the quota was decided (records' `quota_mode`); `None` until it was.
     pub mode: Option<QuotaMode>,
     /// Set when the rate limit service was unreachable: `local_fallback` or `closed`
@@ -79,6 +83,7 @@ impl QuotaState {
             return Ok(());
         }
         self.reserved = true;
+        self.report_seed = ex.request_id.as_deref().map_or(0, fnv1a);
         let Some(tenant) = ex.identity.as_ref().and_then(|id| cfg.tenant(id.tenant)) else {
             return Ok(());
         };
@@ -171,7 +176,13 @@ impl QuotaState {
         ));
         let out = global::admit_synced(store, &t, costs, now_ms);
         self.decided(cfg, tenant_idx, store, out, now_ms)?;
-        if let Some(call) = global::strict_call(&t, costs, now_ms) {
+        let mut seq = 0u64;
+        let seed = self.report_seed;
+        let mut new_id = || {
+            seq += 1;
+            seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        };
+        if let Some(call) = global::strict_call(&t, costs, now_ms, &mut new_id) {
             self.call = Some((tenant_idx, call));
         }
         Ok(())
@@ -187,8 +198,21 @@ impl QuotaState {
 
     /// The message of a strict admission the host must send before the request goes on
     /// (the request stays paused until [`QuotaState::on_answer`]).
-    pub fn take_call(&mut self) -> Option<Vec<u8>> {
-        self.call.as_ref().map(|(_, c)| c.message.clone())
+    pub fn take_call(&mut self) -> Option<(Vec<u8>, String)> {
+        self.call
+            .as_ref()
+            .map(|(_, c)| (c.message.clone(), c.reports.clone()))
+    }
+
+    /// The same call, to send once more after it failed: its report ids make the service
+    /// count it once however often it arrives, so the second answer is the definitive
+    /// one (whether or not the first call was counted).
+    pub fn retry_call(&mut self) -> Option<(Vec<u8>, String)> {
+        if self.retried {
+            return None;
+        }
+        self.retried = true;
+        self.take_call()
     }
 
     /// Whether a strict admission is waiting for its answer.
@@ -254,7 +278,7 @@ impl QuotaState {
                 mode,
                 counter,
                 retry_after_ms,
-                ..
+                remaining,
             } => {
                 self.mode = Some(mode);
                 if mode == QuotaMode::LocalFallback {
@@ -273,7 +297,9 @@ impl QuotaState {
                             headers_for(&[], Some(retry_after_ms)),
                         )
                     }
-                    None => self.budget.refused_globally(name, &counter, now_ms),
+                    None => self
+                        .budget
+                        .refused_globally(name, &counter, remaining, now_ms),
                 }
             }
             Outcome::TooLarge { counter, cost } => match counter.kind.bucket() {
@@ -281,7 +307,7 @@ impl QuotaState {
                     too_large(kind, cost, u64::from(counter.limit), name),
                     Vec::new(),
                 ),
-                None => self.budget.refused_globally(name, &counter, now_ms),
+                None => self.budget.refused_globally(name, &counter, None, now_ms),
             },
             Outcome::Unavailable => {
                 self.unreachable = Some("closed");
@@ -352,6 +378,13 @@ fn global_tenant<'a>(
         counters: &tenant.global,
         model,
         engine: cfg.global.as_ref()?,
+    })
+}
+
+/// FNV-1a, 64 bits.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 

@@ -390,6 +390,17 @@ impl Request {
         if !self.quota.awaiting() || self.local_reply {
             return Plan::proceed();
         }
+        if answer.is_err() && !inline {
+            // Once more, under the same report ids: the service counts the call once
+            // however often it arrives, so this answer says what the first one would have.
+            if let (Some(call), Some(engine)) = (self.quota.retry_call(), &cfg.global) {
+                return Plan {
+                    grpc_call: Some(strict_grpc_call(engine, call)),
+                    flow: Flow::Pause,
+                    ..Plan::default()
+                };
+            }
+        }
         match self.quota.on_answer(&cfg, w.store, answer, now_ms) {
             Ok(()) => {
                 self.ex.on_forwarded(now_ms);
@@ -489,12 +500,8 @@ impl Request {
             admitted.and_then(|()| self.quota.reserve(cfg, &self.ex, w.store, now_ms, stage));
         match charged {
             Ok(()) => match (self.quota.take_call(), &cfg.global) {
-                (Some(message), Some(engine)) => Plan {
-                    grpc_call: Some(GrpcCall {
-                        upstream: engine.grpc_service.clone(),
-                        message,
-                        timeout_ms: engine.spec.timeout_ms,
-                    }),
+                (Some(call), Some(engine)) => Plan {
+                    grpc_call: Some(strict_grpc_call(engine, call)),
                     flow: Flow::Pause,
                     ..plan
                 },
@@ -547,6 +554,16 @@ impl Request {
         });
         plan.flow = Flow::Pause;
         plan
+    }
+}
+
+/// A strict admission's call to the rate limit service.
+fn strict_grpc_call(engine: &crate::quota::global::Engine, call: (Vec<u8>, String)) -> GrpcCall {
+    GrpcCall {
+        upstream: engine.grpc_service.clone(),
+        message: call.0,
+        timeout_ms: engine.spec.timeout_ms,
+        metadata: vec![(crate::quota::global::sync::REPORTS_METADATA, call.1)],
     }
 }
 

@@ -27,9 +27,11 @@ pub struct WorkerState {
     last_heartbeat_ms: u64,
     /// The global sync: when this VM last sent one, and what the one in flight reports.
     last_sync_ms: u64,
-    sync_in_flight: Option<(u64, Vec<Item>)>,
+    sync_in_flight: Option<InFlight>,
     /// Whether the last sync succeeded (logged on change only).
     sync_ok: bool,
+    /// Numbers this VM's report ids.
+    report_seq: u64,
 }
 
 impl WorkerState {
@@ -44,6 +46,7 @@ impl WorkerState {
             last_sync_ms: 0,
             sync_in_flight: None,
             sync_ok: true,
+            report_seq: 0,
         }
     }
 
@@ -56,14 +59,17 @@ impl WorkerState {
         now_ms: u64,
     ) -> Option<GrpcCall> {
         let engine = cfg.global.as_ref()?;
+        // A tenth of the interval early is on time: the tick that should sync may fire a
+        // millisecond before the interval is up, and waiting for the next would stretch
+        // the interval by a whole tick.
         let interval = u64::from(engine.spec.sync_interval_ms);
-        if now_ms.saturating_sub(self.last_sync_ms) < interval {
+        if now_ms.saturating_sub(self.last_sync_ms) + interval / 10 < interval {
             return None;
         }
-        if let Some((sent, _)) = &self.sync_in_flight {
+        if let Some(f) = &self.sync_in_flight {
             // The host always answers a call (its deadline closes it); this only guards
             // against an answer that never comes.
-            if now_ms.saturating_sub(*sent) <= u64::from(engine.spec.timeout_ms) * 4 {
+            if now_ms.saturating_sub(f.sent_ms) <= u64::from(engine.spec.timeout_ms) * 4 {
                 return None;
             }
             self.sync_in_flight = None;
@@ -73,24 +79,53 @@ impl WorkerState {
         }
         self.last_sync_ms = now_ms;
         let tenants = cfg.global_tenants();
-        let call = sync::begin(store, &cfg.shared_data_prefix, &tenants, engine, now_ms)?;
-        self.sync_in_flight = Some((now_ms, call.items));
+        let (vm, seq) = (self.vm, &mut self.report_seq);
+        let mut new_id = || {
+            *seq = seq.wrapping_add(1);
+            report_id(vm, *seq)
+        };
+        let call = sync::begin(
+            store,
+            &cfg.shared_data_prefix,
+            &tenants,
+            engine,
+            now_ms,
+            &mut new_id,
+        )?;
+        self.sync_in_flight = Some(InFlight {
+            sent_ms: now_ms,
+            items: call.items,
+            token: None,
+        });
         Some(GrpcCall {
             upstream: engine.grpc_service.clone(),
             message: call.message,
             timeout_ms: engine.spec.timeout_ms,
+            metadata: vec![(sync::REPORTS_METADATA, call.reports)],
         })
     }
 
-    /// The answer to this VM's sync call (or how it failed), applied to the slots.
+    /// The host's token for the sync call just sent.
+    pub fn sync_sent(&mut self, token: u32) {
+        if let Some(f) = &mut self.sync_in_flight {
+            f.token = Some(token);
+        }
+    }
+
+    /// The answer to this VM's sync call `token` (or how it failed; `None`: it was never
+    /// sent), applied to the slots. An answer to an older call is ignored.
     pub fn sync_answered(
         &mut self,
         store: &dyn SharedStore,
         cfg: &Config,
+        token: Option<u32>,
         answer: Result<rls::Response, CallFailure>,
         now_ms: u64,
     ) -> Option<Observation> {
-        let (_, items) = self.sync_in_flight.take()?;
+        if self.sync_in_flight.as_ref()?.token != token {
+            return None;
+        }
+        let items = self.sync_in_flight.take()?.items;
         let engine = cfg.global.as_ref()?;
         let tenants = cfg.global_tenants();
         let report = sync::finish(store, &tenants, engine, &items, answer, now_ms);
@@ -136,6 +171,23 @@ impl WorkerState {
         }
         tick
     }
+}
+
+/// The sync call in flight: when it was sent, the slots it reports, the host's token.
+#[derive(Debug)]
+struct InFlight {
+    sent_ms: u64,
+    items: Vec<Item>,
+    token: Option<u32>,
+}
+
+/// A report id unique across VMs and restarts: this VM's random identity and its sequence
+/// number, mixed (SplitMix64's finalizer) so ids of neighbouring VMs do not collide.
+fn report_id(vm: u64, seq: u64) -> u64 {
+    let mut z = vm ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// What a request callback gets besides its own input: the shared store and this worker.

@@ -3,7 +3,7 @@
 //!
 //! - **Synced** ([`Mode::Synced`]): each process admits from its share of what was
 //!   globally left ([`slot::Slot`], in shared data, so all its workers share it) and
-//!   reports what it admitted from the root context's tick, where one worker per process
+//!   reports what it admitted from the root context's tick, where one VM per process
 //!   ([`sync::elect`]) sends every slot's report in one call and learns the new remaining.
 //! - **Strict** ([`Mode::Strict`]): the request waits for one call that charges it
 //!   ([`strict_call`], [`strict_outcome`]).
@@ -268,7 +268,8 @@ pub enum Outcome {
         mode: QuotaMode,
         counter: Counter,
         retry_after_ms: u64,
-        /// Units left when it was refused (strict), for the message and headers.
+        /// Units left of the refusing counter just before this request (strict spend
+        /// counters), for the headers and the record.
         remaining: Option<u64>,
     },
     TooLarge {
@@ -434,16 +435,31 @@ pub fn settle(
     }
 }
 
-/// A strict admission's call: the message, and the counters it charges.
+/// A strict admission's call: the message, the counters it charges, and the report ids
+/// of its charges (the `x-ai-gateway-reports` metadata), so that sending the same call
+/// again after a failure cannot count it twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StrictCall {
     pub message: Vec<u8>,
     pub charges: Vec<Charge>,
+    pub reports: String,
+}
+
+/// Spend counters are read just before they are charged, in the same call (the service
+/// runs a call's descriptors in order, atomically): the service answers an over-limit
+/// charge with nothing left, and a refusal should say what was left.
+fn read_first(c: &Counter) -> bool {
+    c.kind.is_spend()
 }
 
 /// The call that charges the request in every counter charged by a call (strict
 /// request and token counters, spend counters), or `None` when there is none.
-pub fn strict_call(t: &Tenant, costs: &Costs, now_ms: u64) -> Option<StrictCall> {
+pub fn strict_call(
+    t: &Tenant,
+    costs: &Costs,
+    now_ms: u64,
+    new_id: &mut dyn FnMut() -> u64,
+) -> Option<StrictCall> {
     let charges: Vec<Charge> = t
         .applying()
         .filter(|c| c.strict)
@@ -461,18 +477,44 @@ pub fn strict_call(t: &Tenant, costs: &Costs, now_ms: u64) -> Option<StrictCall>
     if charges.is_empty() {
         return None;
     }
-    let descriptors: Vec<Descriptor> = charges
-        .iter()
-        .map(|c| Descriptor {
+    let mut descriptors: Vec<Descriptor> = Vec::with_capacity(charges.len() * 2);
+    let mut reports: Vec<String> = Vec::with_capacity(charges.len() * 2);
+    for c in &charges {
+        let d = |hits| Descriptor {
             entries: c.counter.entries(t.name, false),
-            hits: Some(c.cost),
+            hits: Some(hits),
             limit: c.counter.limit_override(),
-        })
-        .collect();
+        };
+        if read_first(&c.counter) {
+            descriptors.push(d(0));
+            reports.push(String::new());
+        }
+        descriptors.push(d(c.cost));
+        reports.push(format!("{:x}", new_id().max(1)));
+    }
     Some(StrictCall {
         message: rls::encode_request(&t.engine.spec.domain, &descriptors),
         charges,
+        reports: reports.join(","),
     })
+}
+
+/// Each charge's status, and the status of its read when it has one.
+fn pair_statuses(
+    charges: &[Charge],
+    statuses: Vec<rls::Status>,
+) -> Option<Vec<(Option<rls::Status>, rls::Status)>> {
+    let mut it = statuses.into_iter();
+    let mut out = Vec::with_capacity(charges.len());
+    for c in charges {
+        let read = if read_first(&c.counter) {
+            Some(it.next()?)
+        } else {
+            None
+        };
+        out.push((read, it.next()?));
+    }
+    it.next().is_none().then_some(out)
 }
 
 /// How a call to the service failed.
@@ -503,16 +545,16 @@ pub fn strict_outcome(
     answer: Result<rls::Response, CallFailure>,
     now_ms: u64,
 ) -> Outcome {
-    let statuses = match answer {
-        Ok(r) if r.statuses.len() == call.charges.len() => r.statuses,
-        Ok(_) => return strict_failed(store, t, call, CallFailure { grpc_status: 0 }, now_ms),
+    let statuses = match answer.map(|r| pair_statuses(&call.charges, r.statuses)) {
+        Ok(Some(s)) => s,
+        Ok(None) => return strict_failed(store, t, call, CallFailure { grpc_status: 0 }, now_ms),
         Err(f) => return strict_failed(store, t, call, f, now_ms),
     };
     let over = call
         .charges
         .iter()
         .zip(&statuses)
-        .find(|(_, s)| s.code == Code::OverLimit);
+        .find(|(_, (_, s))| s.code == Code::OverLimit);
     let mut trips = 0;
     for c in &call.charges {
         let cost = i64::try_from(c.cost).unwrap_or(i64::MAX);
@@ -530,15 +572,15 @@ pub fn strict_outcome(
         }
     }
     match over {
-        Some((c, s)) => Outcome::Denied {
+        Some((c, (read, s))) => Outcome::Denied {
             mode: QuotaMode::Strict,
             counter: c.counter.clone(),
             retry_after_ms: s.reset_ms.max(1),
-            remaining: Some(u64::from(s.remaining)),
+            remaining: read.map(|r| u64::from(r.remaining)),
         },
         None => {
             let mut charges = call.charges;
-            for (c, s) in charges.iter_mut().zip(&statuses) {
+            for (c, (_, s)) in charges.iter_mut().zip(&statuses) {
                 c.remaining = Some(u64::from(s.remaining));
             }
             Outcome::Admitted {

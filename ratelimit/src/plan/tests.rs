@@ -77,7 +77,7 @@ fn key(tenant: &str) -> String {
 }
 
 fn plan_of(req: &RateLimitRequest) -> Plan {
-    plan(&config(), "p:", req, NOW).unwrap()
+    plan(&config(), "p:", req, NOW, &[]).unwrap()
 }
 
 fn op(key: String, kind: OpKind, hits: u64) -> Op {
@@ -86,6 +86,7 @@ fn op(key: String, kind: OpKind, hits: u64) -> Op {
         kind,
         hits,
         ttl_seconds: 61,
+        once: None,
     }
 }
 
@@ -159,7 +160,10 @@ fn descriptors_without_a_limit_are_ok_and_touch_nothing() {
     // An unknown domain limits nothing, overrides included.
     let mut req = request(1, vec![tokens("a")]);
     req.domain = "elsewhere".into();
-    assert!(plan(&config(), "p:", &req, NOW).unwrap().ops.is_empty());
+    assert!(plan(&config(), "p:", &req, NOW, &[])
+        .unwrap()
+        .ops
+        .is_empty());
 }
 
 #[test]
@@ -254,7 +258,7 @@ fn limit_overrides_replace_the_configured_limit() {
         requests_per_unit: 2,
         unit: ProtoUnit::Week as i32,
     });
-    let e = plan(&config(), "p:", &request(1, vec![d]), NOW).unwrap_err();
+    let e = plan(&config(), "p:", &request(1, vec![d]), NOW, &[]).unwrap_err();
     assert_eq!(
         e,
         Invalid("descriptors[0]: limit override unit 7 is not implemented".into())
@@ -281,6 +285,7 @@ fn month_overrides_count_the_utc_calendar_month() {
             kind: OpKind::Charge,
             hits: 250_000,
             ttl_seconds: JANUARY - NOW / 1_000 + 1,
+            once: None,
         }]
     );
     let r = p.respond(&[9_750_000]);
@@ -323,7 +328,7 @@ fn configured_month_limits_and_day_limits_keep_separate_counters() {
         ],
         hits_addend: 1,
     };
-    let p = plan(&c, "p:", &req, NOW).unwrap();
+    let p = plan(&c, "p:", &req, NOW, &[]).unwrap();
     assert_eq!(
         p.ops[0].key,
         format!("p:m|kind=spend_month|tenant=a|month:{DECEMBER}")
@@ -341,10 +346,10 @@ fn configured_month_limits_and_day_limits_keep_separate_counters() {
 fn empty_domains_and_descriptor_lists_are_invalid() {
     let c = config();
     let mut req = request(1, vec![]);
-    assert!(plan(&c, "p:", &req, NOW).is_err());
+    assert!(plan(&c, "p:", &req, NOW, &[]).is_err());
     req.descriptors.push(tokens("a"));
     req.domain.clear();
-    assert!(plan(&c, "p:", &req, NOW).is_err());
+    assert!(plan(&c, "p:", &req, NOW, &[]).is_err());
 }
 
 #[test]
@@ -366,4 +371,28 @@ fn missing_or_negative_values_from_the_store_count_as_zero() {
     let p = plan_of(&request(1, vec![tokens("a")]));
     assert_eq!(p.respond(&[-5]).statuses[0].limit_remaining, 100);
     assert_eq!(p.respond(&[]).statuses[0].limit_remaining, 100);
+}
+
+#[test]
+fn report_ids_make_charges_and_refunds_run_once() {
+    assert_eq!(
+        report_ids(Some("00ff, ,zz,ABC")),
+        vec![Some("00ff".into()), None, None, Some("abc".into())]
+    );
+    assert!(report_ids(None).is_empty());
+    assert_eq!(report_ids(Some(&"a".repeat(33))), vec![None]);
+    let c = config();
+    let req = request(
+        1,
+        vec![with_hits(tokens("a"), 5), with_hits(tokens("a"), 0)],
+    );
+    let ids = report_ids(Some("1f,2f"));
+    let p = plan(&c, "p:", &req, NOW, &ids).unwrap();
+    assert_eq!(p.ops[0].once.as_deref(), Some("p:report|1f"));
+    assert_eq!(p.ops[1].once, None, "a read needs no id");
+    assert!(plan(&c, "p:", &req, NOW, &[])
+        .unwrap()
+        .ops
+        .iter()
+        .all(|o| o.once.is_none()));
 }

@@ -13,9 +13,9 @@
 
 use super::config::{Engine, OnUnavailable, Unit};
 
-const TAG: u8 = 1;
-const FIELDS: usize = 10;
-/// Encoded size: tag + ten 8-byte little-endian fields.
+const TAG: u8 = 2;
+const FIELDS: usize = 11;
+/// Encoded size: tag + eleven 8-byte little-endian fields.
 pub const ENCODED_LEN: usize = 1 + 8 * FIELDS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,6 +35,9 @@ pub struct Slot {
     pub local_used: i64,
     /// Syncs that failed since the last success.
     pub failures: u64,
+    /// The id of the report in `in_sync` (0: none): sent again with the same id until the
+    /// service acknowledges it, which counts it once (docs/global-quotas.md).
+    pub report: u64,
 }
 
 /// The share of `remaining` one of `replicas` processes may admit: rounded up, so the
@@ -184,17 +187,19 @@ impl Slot {
         self
     }
 
-    /// The sync takes what is pending into its report. `None` while a report is in
-    /// flight and not yet overdue (one report per slot at a time, so none is counted
-    /// twice). An overdue one is treated as applied: its outcome is unknown, and sending
-    /// it again could charge twice.
-    pub fn begin_sync(mut self, engine: &Engine, now_ms: u64) -> Option<Slot> {
+    /// The sync takes what is pending into its report, or sends the unacknowledged one
+    /// again under its id. `None` while a report is in flight and not yet overdue (its
+    /// answer may still come). `new_id` names a new report.
+    pub fn begin_sync(mut self, engine: &Engine, now_ms: u64, new_id: u64) -> Option<Slot> {
         let overdue = u64::from(engine.spec.timeout_ms).saturating_mul(4);
         if self.sent_ms != 0 && now_ms.saturating_sub(self.sent_ms) <= overdue {
             return None;
         }
-        self.in_sync = self.pending;
-        self.pending = 0;
+        if self.in_sync == 0 {
+            self.in_sync = self.pending;
+            self.pending = 0;
+            self.report = if self.in_sync == 0 { 0 } else { new_id.max(1) };
+        }
         self.sent_ms = now_ms.max(1);
         Some(self)
     }
@@ -204,6 +209,7 @@ impl Slot {
     /// while the report was in flight (it is in `pending`, not yet in `remaining`).
     pub fn synced(mut self, window: u64, remaining: u64, engine: &Engine, now_ms: u64) -> Slot {
         self.in_sync = 0;
+        self.report = 0;
         self.sent_ms = 0;
         if window != self.window {
             return self;
@@ -215,14 +221,9 @@ impl Slot {
         self
     }
 
-    /// The report failed. `retry`: the service cannot have counted it (it was never
-    /// reached, or said so), so it goes back into the next report; otherwise its outcome
-    /// is unknown and it is dropped rather than risk counting it twice.
-    pub fn sync_failed(mut self, window: u64, retry: bool) -> Slot {
-        if retry && window == self.window {
-            self.pending = self.pending.saturating_add(self.in_sync);
-        }
-        self.in_sync = 0;
+    /// The report failed: it stays, to be sent again under the same id at the next sync
+    /// (the service counts a report once, whether or not the failed call reached it).
+    pub fn sync_failed(mut self) -> Slot {
         self.sent_ms = 0;
         self.failures = self.failures.saturating_add(1);
         self
@@ -240,6 +241,7 @@ impl Slot {
             self.started_ms,
             self.local_used as u64,
             self.failures,
+            self.report,
         ];
         let bytes = std::iter::once(TAG).chain(fields.iter().flat_map(|f| f.to_le_bytes()));
         let mut out = [0u8; ENCODED_LEN];
@@ -258,7 +260,7 @@ impl Slot {
         for (i, chunk) in bytes.get(1..)?.chunks_exact(8).enumerate() {
             *f.get_mut(i)? = u64::from_le_bytes(chunk.try_into().ok()?);
         }
-        let [window, view, allowance, pending, in_sync, sent_ms, synced_ms, started_ms, local_used, failures] =
+        let [window, view, allowance, pending, in_sync, sent_ms, synced_ms, started_ms, local_used, failures, report] =
             f;
         Some(Slot {
             window,
@@ -271,6 +273,7 @@ impl Slot {
             started_ms,
             local_used: local_used as i64,
             failures,
+            report,
         })
     }
 }

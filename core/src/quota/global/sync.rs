@@ -1,4 +1,4 @@
-//! The sync: from the root context's tick, one worker per process reports every slot's
+//! The sync: from the root context's tick, one VM per process reports every slot's
 //! pending charges and learns what is globally left, in one call for all of them.
 //!
 //! RLS v3 hits are unsigned, so a slot's net pending is sent as a charge when positive
@@ -6,6 +6,10 @@
 //! the `ai_gateway_refund` marker, `hits` = -pending); with nothing pending the
 //! descriptor is a pure read (`hits` 0). Each answer's `limit_remaining` becomes the
 //! slot's view, and its share the process's allowance until the next sync.
+//!
+//! Every report has an id, sent in the call's metadata; a report whose call failed (or
+//! whose answer never came) is sent again with the same id until it is acknowledged, and
+//! `ai-gateway-ratelimit` counts each id once, so no failure loses or doubles a report.
 
 use super::config::Engine;
 use super::slot::Slot;
@@ -84,7 +88,12 @@ pub struct Item {
 pub struct SyncCall {
     pub message: Vec<u8>,
     pub items: Vec<Item>,
+    /// The `x-ai-gateway-reports` metadata: each descriptor's report id (hex), or empty.
+    pub reports: String,
 }
+
+/// The call metadata naming each descriptor's report (docs/ratelimit.md).
+pub const REPORTS_METADATA: &str = "x-ai-gateway-reports";
 
 /// The tenants with global counters: (index, name, counters).
 pub type Tenants<'a> = Vec<(usize, &'a str, &'a [Counter])>;
@@ -102,20 +111,28 @@ pub fn begin(
     tenants: &Tenants,
     engine: &Engine,
     now_ms: u64,
+    new_id: &mut dyn FnMut() -> u64,
 ) -> Option<SyncCall> {
     let mut items = Vec::new();
     let mut descriptors: Vec<Descriptor> = Vec::new();
+    let mut reports: Vec<String> = Vec::new();
     let mut trips = 0;
     for &(ti, name, counters) in tenants {
         for (ci, c) in counters.iter().enumerate() {
             let key = c.key(prefix, name);
             let t = c.terms(engine);
+            let id = new_id();
             let taken: Result<Option<Slot>, StoreError> =
                 with_slot(store, &key, &t, now_ms, &mut trips, |s| {
-                    let next = s.begin_sync(engine, now_ms);
+                    let next = s.begin_sync(engine, now_ms, id);
                     (next, next)
                 });
             let Ok(Some(s)) = taken else { continue };
+            reports.push(if s.report == 0 {
+                String::new()
+            } else {
+                format!("{:x}", s.report)
+            });
             descriptors.push(Descriptor {
                 entries: c.entries(name, s.in_sync < 0),
                 hits: Some(s.in_sync.unsigned_abs()),
@@ -135,6 +152,7 @@ pub fn begin(
     Some(SyncCall {
         message: rls::encode_request(&engine.spec.domain, &descriptors),
         items,
+        reports: reports.join(","),
     })
 }
 
@@ -180,8 +198,7 @@ pub fn finish(
                     };
                     s.synced(it.window, left, engine, now_ms)
                 }
-                Ok(None) => s.sync_failed(it.window, false),
-                Err(f) => s.sync_failed(it.window, f.not_counted()),
+                Ok(None) | Err(_) => s.sync_failed(),
             };
             (Some(next), ())
         });

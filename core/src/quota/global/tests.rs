@@ -54,6 +54,10 @@ fn tokens(n: u64) -> Costs {
 struct Service {
     counters: HashMap<CounterKind, u64>,
     down: bool,
+    /// Report ids already counted (the service's `once` keys).
+    seen: std::collections::HashSet<u64>,
+    /// Count the next sync, then lose its answer.
+    lose_answer: bool,
 }
 
 impl Service {
@@ -71,13 +75,21 @@ impl Service {
         for it in items {
             let slot = Slot::decode(&store.raw(&it.key).unwrap()).unwrap();
             let counter = &g[it.counter];
+            let duplicate = slot.report != 0 && !self.seen.insert(slot.report);
             let c = self.counters.entry(counter.kind).or_insert(0);
+            if duplicate {
+                statuses.push(status(counter.limit, *c));
+                continue;
+            }
             *c = if slot.in_sync >= 0 {
                 *c + slot.in_sync as u64
             } else {
                 c.saturating_sub(slot.in_sync.unsigned_abs())
             };
             statuses.push(status(counter.limit, *c));
+        }
+        if std::mem::take(&mut self.lose_answer) {
+            return Err(CallFailure { grpc_status: 4 });
         }
         Ok(Response {
             overall: Code::Ok,
@@ -120,7 +132,10 @@ fn tenant<'a>(g: &'a [Counter], e: &'a Engine) -> Tenant<'a> {
 /// One replica's sync, from `begin` to `finish`.
 fn sync_once(store: &MemStore, svc: &mut Service, g: &[Counter], e: &Engine, now: u64) {
     let tenants = vec![(0usize, "t", g)];
-    let Some(call) = sync::begin(store, "p", &tenants, e, now) else {
+    // Unique across the simulated replicas, as the VMs' random identities make them.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let mut ids = || SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let Some(call) = sync::begin(store, "p", &tenants, e, now, &mut ids) else {
         return;
     };
     let answer = svc.sync(store, &call.items, g);
@@ -222,7 +237,7 @@ fn a_refund_larger_than_the_new_charges_is_sent_as_a_refund() {
     assert_eq!(svc.level(CounterKind::Tokens), 5000);
     settle(&a, &t, &charges, &tokens(1200), T0 + 300);
     let tenants = vec![(0usize, "t", g.as_slice())];
-    let call = sync::begin(&a, "p", &tenants, &e, T0 + 400).unwrap();
+    let call = sync::begin(&a, "p", &tenants, &e, T0 + 400, &mut || 7).unwrap();
     let slot = Slot::decode(&a.raw(&call.items[0].key).unwrap()).unwrap();
     assert_eq!(slot.in_sync, -3800);
     let answer = svc.sync(&a, &call.items, &g);
@@ -279,7 +294,7 @@ fn strict_admits_exactly_the_limit_and_refunds_refusals() {
     let mut admitted = 0;
     for i in 0..12 {
         let store = if i % 2 == 0 { &a } else { &b };
-        let call = strict_call(&t, &tokens(10), T0).unwrap();
+        let call = strict_call(&t, &tokens(10), T0, &mut || 1).unwrap();
         assert_eq!(call.charges.len(), 2);
         let statuses = call
             .charges
@@ -326,7 +341,7 @@ fn a_strict_call_that_fails_falls_back_without_counting_twice() {
     let unsent = strict_outcome(
         &a,
         &t,
-        strict_call(&t, &tokens(0), T0).unwrap(),
+        strict_call(&t, &tokens(0), T0, &mut || 1).unwrap(),
         Err(CallFailure { grpc_status: 14 }),
         T0,
     );
@@ -346,7 +361,7 @@ fn a_strict_call_that_fails_falls_back_without_counting_twice() {
     let maybe = strict_outcome(
         &a,
         &t,
-        strict_call(&t, &tokens(0), T0).unwrap(),
+        strict_call(&t, &tokens(0), T0, &mut || 1).unwrap(),
         Err(CallFailure { grpc_status: 4 }),
         T0,
     );
@@ -369,7 +384,7 @@ fn a_strict_call_that_fails_falls_back_without_counting_twice() {
     let out = strict_outcome(
         &a,
         &t,
-        strict_call(&t, &tokens(0), T0).unwrap(),
+        strict_call(&t, &tokens(0), T0, &mut || 1).unwrap(),
         Err(CallFailure { grpc_status: 14 }),
         T0,
     );
@@ -395,7 +410,7 @@ fn one_worker_per_process_syncs_and_another_takes_over_when_it_stops() {
 fn descriptors_carry_kind_tenant_and_the_limit() {
     let e = engine(2);
     let g = limits(Some(100), Some(5000), Mode::Strict);
-    let call = strict_call(&tenant(&g, &e), &tokens(0), T0).unwrap();
+    let call = strict_call(&tenant(&g, &e), &tokens(0), T0, &mut || 1).unwrap();
     assert_eq!(
         call.charges.len(),
         1,
@@ -441,12 +456,13 @@ fn a_spend_counter_is_charged_by_a_call_and_settled_at_the_sync() {
     );
     let mut admitted = Vec::new();
     for _ in 0..3 {
-        let call = strict_call(&t, &spend(400), T0).unwrap();
-        let statuses = call
-            .charges
-            .iter()
-            .map(|c| svc.charge(c.counter.kind, c.cost, c.counter.limit))
-            .collect();
+        let call = strict_call(&t, &spend(400), T0, &mut || 1).unwrap();
+        // A spend counter is read, then charged, in the same call.
+        let mut statuses = Vec::new();
+        for c in &call.charges {
+            statuses.push(svc.charge(c.counter.kind, 0, c.counter.limit));
+            statuses.push(svc.charge(c.counter.kind, c.cost, c.counter.limit));
+        }
         let answer = Ok(Response {
             overall: Code::Ok,
             statuses,
@@ -471,5 +487,45 @@ fn a_spend_counter_is_charged_by_a_call_and_settled_at_the_sync() {
         svc.level(CounterKind::SpendDay),
         300,
         "billed 150 twice, the refusal given back"
+    );
+}
+
+#[test]
+fn a_report_whose_answer_was_lost_is_sent_again_and_counted_once() {
+    let e = engine(2);
+    let g = limits(Some(100), None, Mode::Synced);
+    let a = MemStore::new();
+    let mut svc = Service::default();
+    let t = tenant(&g, &e);
+    for _ in 0..10 {
+        assert!(matches!(
+            admit_synced(&a, &t, &tokens(0), T0),
+            Outcome::Admitted { .. }
+        ));
+    }
+    svc.lose_answer = true;
+    sync_once(&a, &mut svc, &g, &e, T0 + 200);
+    assert_eq!(
+        svc.level(CounterKind::Requests),
+        10,
+        "counted, but the answer was lost"
+    );
+    for _ in 0..5 {
+        assert!(matches!(
+            admit_synced(&a, &t, &tokens(0), T0 + 250),
+            Outcome::Admitted { .. }
+        ));
+    }
+    sync_once(&a, &mut svc, &g, &e, T0 + 400);
+    assert_eq!(
+        svc.level(CounterKind::Requests),
+        10,
+        "the same report again: not counted twice"
+    );
+    sync_once(&a, &mut svc, &g, &e, T0 + 600);
+    assert_eq!(
+        svc.level(CounterKind::Requests),
+        15,
+        "then what was admitted meanwhile"
     );
 }

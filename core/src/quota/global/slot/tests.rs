@@ -26,6 +26,7 @@ fn encoding_round_trips_negative_fields() {
         started_ms: 11,
         local_used: -1,
         failures: 2,
+        report: 0xfeed,
     };
     assert_eq!(Slot::decode(&s.encode()), Some(s));
     assert_eq!(Slot::decode(&s.encode()[1..]), None);
@@ -75,10 +76,10 @@ fn a_sync_replaces_the_share_and_counts_what_was_admitted_meanwhile() {
     let t = terms(&e, 100, OnUnavailable::Local);
     let mut s = Slot::fresh(&t, T0);
     s.charge(30);
-    let s = s.begin_sync(&e, T0 + 200).unwrap();
+    let s = s.begin_sync(&e, T0 + 200, 41).unwrap();
     assert_eq!((s.in_sync, s.pending), (30, 0));
     assert!(
-        s.begin_sync(&e, T0 + 300).is_none(),
+        s.begin_sync(&e, T0 + 300, 42).is_none(),
         "one report in flight at a time"
     );
     let mut s = s;
@@ -90,28 +91,41 @@ fn a_sync_replaces_the_share_and_counts_what_was_admitted_meanwhile() {
 }
 
 #[test]
-fn a_failed_report_is_retried_only_when_it_cannot_have_been_counted() {
+fn a_failed_or_lost_report_is_sent_again_under_its_id() {
     let e = engine(2);
     let t = terms(&e, 100, OnUnavailable::Local);
     let mut s = Slot::fresh(&t, T0);
     s.charge(7);
-    let sent = s.begin_sync(&e, T0 + 200).unwrap();
-    let retried = sent.sync_failed(sent.window, true);
+    let sent = s.begin_sync(&e, T0 + 200, 41).unwrap();
+    assert_eq!((sent.in_sync, sent.report, sent.pending), (7, 41, 0));
+    let mut failed = sent.sync_failed();
+    assert_eq!((failed.in_sync, failed.report, failed.failures), (7, 41, 1));
+    failed.charge(3); // admitted meanwhile: the next report, not this one
+    let again = failed.begin_sync(&e, T0 + 400, 42).unwrap();
+    assert_eq!((again.in_sync, again.report, again.pending), (7, 41, 3));
+    // An answer that never came: overdue, sent again, still under its id.
+    let overdue = again.begin_sync(&e, T0 + 400 + 1001, 43).unwrap();
+    assert_eq!((overdue.in_sync, overdue.report), (7, 41));
+    let acked = overdue.synced(overdue.window, 90, &e, T0 + 1500);
+    assert_eq!((acked.in_sync, acked.report, acked.failures), (0, 0, 0));
+    let next = acked.begin_sync(&e, T0 + 1700, 44).unwrap();
+    assert_eq!((next.in_sync, next.report), (3, 44));
+    let nothing = next
+        .synced(next.window, 87, &e, T0 + 1800)
+        .begin_sync(&e, T0 + 1900, 45)
+        .unwrap();
     assert_eq!(
-        (retried.pending, retried.in_sync, retried.failures),
-        (7, 0, 1)
+        (nothing.in_sync, nothing.report),
+        (0, 0),
+        "a pure read has no id"
     );
-    let dropped = sent.sync_failed(sent.window, false);
-    assert_eq!((dropped.pending, dropped.in_sync), (0, 0));
-    let overdue = sent.begin_sync(&e, T0 + 200 + 1001).unwrap();
-    assert_eq!(overdue.in_sync, 0, "an overdue report counts as applied");
 }
 
 #[test]
 fn unreachable_local_enforces_the_limit_over_expected_replicas() {
     let e = engine(2);
     let t = terms(&e, 10, OnUnavailable::Local);
-    let mut s = Slot::fresh(&t, T0).sync_failed(T0 - T0 % 3_600_000, true);
+    let mut s = Slot::fresh(&t, T0).sync_failed();
     assert!(!s.healthy(&e, T0));
     for _ in 0..5 {
         let (next, take) = s.take(1, &t, T0 + 10, true);
