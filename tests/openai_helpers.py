@@ -19,7 +19,7 @@ CONTRACT_FIELDS = [
     "http_status", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens",
     "estimated_cost_usd", "gateway_backend",
     "model", "traffic_class", "usage_estimated", "prompt_sha256", "prompt_blake3",
-    "stream_complete",
+    "stream_complete", "quota_mode", "budget_period", "budget_spent_usd", "budget_remaining_usd",
 ]
 
 
@@ -54,6 +54,10 @@ RECORD_SCHEMA = {
         "prompt_sha256": _nullable("string", pattern=r"^[0-9a-f]{64}$"),
         "prompt_blake3": _nullable("string", pattern=r"^[0-9a-f]{64}$"),
         "stream_complete": _nullable("boolean"),
+        "quota_mode": {"enum": ["local", "global", "strict", "local_fallback"]},
+        "budget_period": {"enum": ["day", "month", None]},
+        "budget_spent_usd": _nullable("number", minimum=0),
+        "budget_remaining_usd": _nullable("number", minimum=0),
         "prompt_preview": {"type": "string"},
     },
 }
