@@ -20,8 +20,10 @@ IMAGE_TAG ?= $(VERSION)
 IMAGE_DIGEST_FILE ?= dist/ai-gateway-filter-$(VERSION).image-digest
 WASM_URL ?= https://downloads.example.com/ai-gateway-filter/ai-gateway-filter-$(VERSION).wasm
 MANIFESTS_DIR ?= dist/manifests
-# First of buildah, docker, podman on PATH (override: make image CONTAINER_ENGINE=podman).
-CONTAINER_ENGINE ?= $(firstword $(shell command -v buildah docker podman 2>/dev/null))
+# The OCI image layout `make image` writes; skopeo's --dest-tls-verify for `make push`
+# (false only for a plain-HTTP registry, as in tests/test_oci_image.py).
+IMAGE_LAYOUT ?= dist/image
+PUSH_TLS_VERIFY ?= true
 # The committed envoy-demo/envoy.yaml (make envoy-yaml ENVOY_YAML=... renders elsewhere).
 ENVOY_YAML ?= envoy-demo/envoy.yaml
 
@@ -66,7 +68,8 @@ ratelimit:
 	$(RATELIMIT_CARGO) build --release --locked $(RATELIMIT_MANIFEST)
 
 # Debian packages used by the tests (promtool / prometheus for the metrics rules;
-# redis-server for the global rate limit service's tests).
+# redis-server for the global rate limit service's tests; docker-registry and skopeo for
+# the OCI image's push and pull, which `make push` also uses).
 apt-deps:
 	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
 	  echo "installing Debian packages: prometheus"; \
@@ -77,6 +80,11 @@ apt-deps:
 	  echo "installing Debian packages: redis-server"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
 	    || { echo "apt-get install redis-server failed (run as root or install it)"; exit 1; }; \
+	fi
+	@if ! command -v docker-registry >/dev/null || ! command -v skopeo >/dev/null; then \
+	  echo "installing Debian packages: docker-registry skopeo"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry skopeo >/dev/null) \
+	    || { echo "apt-get install docker-registry skopeo failed (run as root or install them)"; exit 1; }; \
 	fi
 
 # The harness package (harness/, pyproject.toml) is installed editable, so the demo, the
@@ -142,47 +150,34 @@ dist: build
 	@cat $(DIST_WASM).sha256
 
 # Deployable copies of filters/istio and filters/envoy-gateway with the image reference,
-# the .wasm's SHA-256 and (after make push) the image digest filled in.
-manifests: dist
+# the .wasm's SHA-256 and the image digest (from make image) filled in.
+manifests: image
 	python3 filters/stamp_manifests.py --version $(VERSION) --image $(IMAGE) --tag $(IMAGE_TAG) \
 	  --wasm-sha256-file $(DIST_WASM).sha256 --image-digest-file $(IMAGE_DIGEST_FILE) \
 	  --wasm-url $(WASM_URL) --out $(MANIFESTS_DIR)
 
-# The OCI image of the Dockerfile (one layer, /plugin.wasm). Needs buildah, docker (with a
-# running daemon) or podman; not run by make test. buildah/podman build with timestamp 0,
-# so the image digest depends on the .wasm only.
+# The compat Wasm OCI image (docs/deploy.md: one tar+gzip layer holding plugin.wasm) as an
+# OCI image layout in IMAGE_LAYOUT, written by filters/oci_image.py: no container engine.
+# Deterministic: its manifest digest depends on the .wasm only, and is recorded as
+# IMAGE:TAG@sha256:<digest> in IMAGE_DIGEST_FILE for make manifests.
 image: dist
-	@engine='$(CONTAINER_ENGINE)'; \
-	if [ -z "$$engine" ]; then \
-	  echo "make image: no container engine found: install buildah, docker or podman, or set CONTAINER_ENGINE" >&2; exit 1; \
-	fi; \
-	mkdir -p dist/image && cp $(DIST_WASM) dist/image/plugin.wasm; \
-	case "$$(basename "$$engine")" in \
-	  docker) \
-	    "$$engine" info >/dev/null 2>&1 || { echo "make image: $$engine is installed but its daemon is not reachable" >&2; exit 1; }; \
-	    BUILDX_NO_DEFAULT_ATTESTATIONS=1 "$$engine" build -f Dockerfile -t $(IMAGE):$(IMAGE_TAG) dist/image ;; \
-	  buildah|podman) \
-	    "$$engine" build --format oci --timestamp 0 -f Dockerfile -t $(IMAGE):$(IMAGE_TAG) dist/image ;; \
-	  *) echo "make image: unsupported CONTAINER_ENGINE $$engine (buildah, docker or podman)" >&2; exit 1 ;; \
-	esac
+	python3 filters/oci_image.py --wasm $(DIST_WASM) --out $(IMAGE_LAYOUT) --tag $(IMAGE_TAG) \
+	  --ref $(IMAGE):$(IMAGE_TAG) --digest-file $(IMAGE_DIGEST_FILE)
 
-# Pushes the image and records IMAGE:TAG@sha256:<manifest digest> in $(IMAGE_DIGEST_FILE)
-# for make manifests. Layers are pushed gzip-compressed (Istio and Envoy Gateway do not
-# read zstd) as a single image manifest, not an index.
+# Copies the layout to IMAGE:TAG with skopeo (apt-deps), the manifest byte for byte
+# (--preserve-digests: a single image manifest, gzip layer, never converted), and checks
+# that the registry's digest is the built one. Credentials: `skopeo login`, or
+# REGISTRY_AUTHFILE=<auth.json>, or REGISTRY_CREDS=user:password in the environment.
 push: image
-	@engine='$(CONTAINER_ENGINE)'; set -o pipefail; \
-	case "$$(basename "$$engine")" in \
-	  docker) \
-	    "$$engine" push $(IMAGE):$(IMAGE_TAG) | tee dist/push.log; \
-	    digest=$$(grep -o 'digest: sha256:[0-9a-f]\{64\}' dist/push.log | tail -n 1 | cut -d: -f3) ;; \
-	  *) \
-	    "$$engine" push --compression-format gzip --digestfile dist/push.digest \
-	      $(IMAGE):$(IMAGE_TAG) docker://$(IMAGE):$(IMAGE_TAG); \
-	    digest=$$(sed 's/^sha256://' dist/push.digest) ;; \
-	esac; \
-	[ -n "$$digest" ] || { echo "make push: could not read the pushed digest" >&2; exit 1; }; \
-	echo "$(IMAGE):$(IMAGE_TAG)@sha256:$$digest" > $(IMAGE_DIGEST_FILE); \
-	echo "pushed $$(cat $(IMAGE_DIGEST_FILE))"
+	@command -v skopeo >/dev/null || { echo "make push: skopeo not found: run make apt-deps (Debian package skopeo)" >&2; exit 1; }
+	@set -e; built=$$(sed 's/^.*@//' $(IMAGE_DIGEST_FILE)); rm -f $(IMAGE_DIGEST_FILE).pushed; \
+	echo "skopeo copy oci:$(IMAGE_LAYOUT):$(IMAGE_TAG) docker://$(IMAGE):$(IMAGE_TAG)"; \
+	skopeo copy --quiet --preserve-digests --dest-tls-verify=$(PUSH_TLS_VERIFY) \
+	  $${REGISTRY_AUTHFILE:+--dest-authfile "$$REGISTRY_AUTHFILE"} $${REGISTRY_CREDS:+--dest-creds "$$REGISTRY_CREDS"} \
+	  --digestfile $(IMAGE_DIGEST_FILE).pushed oci:$(IMAGE_LAYOUT):$(IMAGE_TAG) docker://$(IMAGE):$(IMAGE_TAG); \
+	pushed=$$(cat $(IMAGE_DIGEST_FILE).pushed); \
+	[ "$$pushed" = "$$built" ] || { echo "make push: the registry has $$pushed, the build made $$built" >&2; exit 1; }; \
+	echo "pushed $(IMAGE):$(IMAGE_TAG)@$$pushed"
 
 # --- Benchmarks and fuzzing -----------------------------------------------------------
 # make bench: plain Envoy, the Wasm floor, the filter and ext_proc (bench/results.md, bench/latency_vs_body.png).
