@@ -5,8 +5,7 @@
   unknown fields are errors, as kubectl's strict field validation makes them), carries
   the metadata it needs, and satisfies the CEL rules (x-kubernetes-validations) the
   CRDs attach to the fields used. Built-in kinds (Namespace, Service, ConfigMap,
-  NetworkPolicy) and Envoy Gateway's EnvoyProxy have no CRD there and get structural
-  checks only (named below).
+  NetworkPolicy) have no CRD there and get structural checks only (named below).
 - The plugin configurations embedded in the manifests are accepted by the filter's own
   parser, and are filters/demo.json with exactly the documented differences.
 - The manifests refer to each other consistently (Gateway, routes, Services,
@@ -59,7 +58,7 @@ SALT_SECRET = ("ai-gateway-fingerprint-salt", "salt")
 
 # Kinds with no CRD in ../shared/crds: checked structurally by check_builtin().
 NO_CRD = {("v1", "Namespace"), ("v1", "Service"), ("v1", "ConfigMap"),
-          ("networking.k8s.io/v1", "NetworkPolicy"), ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy")}
+          ("networking.k8s.io/v1", "NetworkPolicy")}
 
 
 def cargo_version():
@@ -206,12 +205,6 @@ def check_builtin(obj):
                     assert set(sel) <= {"matchLabels", "matchExpressions"}
             for port in rule["ports"]:
                 assert port["protocol"] in ("TCP", "UDP", "SCTP") and 1 <= port["port"] <= 65535
-    elif kind == "EnvoyProxy":
-        check_metadata(obj, namespaced=True)
-        assert set(spec) <= {"provider", "bootstrap"}
-        assert spec["provider"]["type"] == "Kubernetes"
-        assert spec["bootstrap"]["type"] in ("Merge", "Replace", "JSONPatch")
-        yaml.safe_load(spec["bootstrap"]["value"])
     else:
         raise AssertionError(f"no check for {kind}")
 
