@@ -3,7 +3,9 @@
 
 The committed manifests under filters/istio/ and filters/envoy-gateway/ carry
 placeholders on lines marked `# stamp: <kind>`; this writes copies with the real values
-into an output directory (dist/manifests/ by default), keeping every comment:
+into an output directory (dist/manifests/ by default), keeping every comment. Every
+YAML file of both trees is copied, variants included (istio/local, istio/model-routing,
+istio/trafficextension, envoy-gateway/http, envoy-gateway/model-routing):
 
     image         oci://IMAGE:TAG (Istio) or IMAGE:TAG (Envoy Gateway)
     image-digest  the digest of the pushed image manifest (`make push` records it); the
@@ -29,6 +31,12 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = ["istio", "envoy-gateway"]
 PLACEHOLDER_SHA256 = "0" * 64
+# The placeholder image and download locations of the committed manifests: they may only
+# appear on marked lines. A manifest naming the module (WasmPlugin, TrafficExtension,
+# EnvoyFilter, EnvoyExtensionPolicy) on an unmarked line is refused rather than copied
+# with a reference to nothing.
+PLACEHOLDER_ARTIFACTS = ["registry.example.com/ai-gateway/ai-gateway-filter",
+                         "downloads.example.com/ai-gateway-filter/"]
 KINDS = {"image", "image-digest", "wasm-sha256", "wasm-url", "wasm-file"}
 LINE = re.compile(r"^(?P<head>\s*(?:- )?[A-Za-z0-9_]+: )(?P<value>\S+)(?P<tail>\s+# stamp: (?P<kind>[a-z0-9-]+))\s*$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -75,6 +83,9 @@ def stamp_text(text, values, source):
     out, seen = [], set()
     for n, line in enumerate(text.split("\n"), 1):
         if "# stamp:" not in line or line.lstrip().startswith("#"):
+            if not line.lstrip().startswith("#") and any(a in line for a in PLACEHOLDER_ARTIFACTS):
+                raise StampError(f"{source}:{n}: an artifact reference not marked with `# stamp:`: "
+                                 f"{line.strip()}")
             out.append(line)
             continue
         m = LINE.match(line)

@@ -130,7 +130,8 @@ def load_docs(path):
 def embedded_configs():
     """(label, config) for every plugin configuration embedded in a manifest.
 
-    WasmPlugin spec.pluginConfig, EnvoyExtensionPolicy spec.wasm[].config, and the Wasm
+    WasmPlugin spec.pluginConfig, TrafficExtension spec.wasm.pluginConfig,
+    EnvoyExtensionPolicy spec.wasm[].config, and the Wasm
     filter `configuration` (a JSON string) of an EnvoyFilter EXTENSION_CONFIG patch.
     """
     found = []
@@ -142,6 +143,8 @@ def embedded_configs():
             spec = doc.get("spec") or {}
             if kind == "WasmPlugin" and "pluginConfig" in spec:
                 found.append((f"{rel}: WasmPlugin {name} pluginConfig", spec["pluginConfig"]))
+            elif kind == "TrafficExtension" and "pluginConfig" in (spec.get("wasm") or {}):
+                found.append((f"{rel}: TrafficExtension {name} wasm.pluginConfig", spec["wasm"]["pluginConfig"]))
             elif kind == "EnvoyExtensionPolicy":
                 for i, w in enumerate(spec.get("wasm") or []):
                     if "config" in w:
@@ -175,7 +178,7 @@ def test_schema_is_a_valid_draft_2020_12_schema():
 def test_manifests_embed_plugin_configurations():
     labels = [label for label, _ in embedded_configs()]
     kinds = {label.split(": ")[1].split()[0] for label in labels}
-    assert kinds == {"WasmPlugin", "EnvoyExtensionPolicy", "EnvoyFilter"}, labels
+    assert kinds == {"WasmPlugin", "TrafficExtension", "EnvoyExtensionPolicy", "EnvoyFilter"}, labels
 
 
 def test_every_example_configuration_validates_and_is_accepted():

@@ -5,8 +5,7 @@
   unknown fields are errors, as kubectl's strict field validation makes them), carries
   the metadata it needs, and satisfies the CEL rules (x-kubernetes-validations) the
   CRDs attach to the fields used. Built-in kinds (Namespace, Service, ConfigMap,
-  NetworkPolicy) and Envoy Gateway's EnvoyProxy have no CRD there and get structural
-  checks only (named below).
+  NetworkPolicy) have no CRD there and get structural checks only (named below).
 - The plugin configurations embedded in the manifests are accepted by the filter's own
   parser, and are filters/demo.json with exactly the documented differences.
 - The manifests refer to each other consistently (Gateway, routes, Services,
@@ -14,9 +13,15 @@
 - sha256 fields are never stale: the committed manifests hold marked placeholders, and
   `make manifests` stamps the digests `make dist` and `make image` computed (checked here
   end to end; the image's push and pull are in test_oci_image.py).
-- The module runs in a real Envoy configured the way Istio translates the WasmPlugin,
-  the way Envoy Gateway translates the EnvoyExtensionPolicy, and with the Wasm filter of
-  the model-routing EnvoyFilter (model routing works only there).
+- The TrafficExtension variant is the WasmPlugin in the newer API (same module, phase,
+  failure strategy, environment and configuration).
+- The Envoy Gateway model-routing EnvoyPatchPolicy targets the listener and the Wasm
+  filter Envoy Gateway generates for the EnvoyExtensionPolicy, and its JSON patch,
+  applied to that filter, sets allow_on_headers_stop_iteration.
+- The module runs in a real Envoy configured the way Istio translates the WasmPlugin
+  (and the TrafficExtension), the way Envoy Gateway translates the EnvoyExtensionPolicy
+  (with and without the patch), and with the Wasm filter of the model-routing
+  EnvoyFilter (model routing works only with the EnvoyFilter and the patched policy).
 - envoy-demo/envoy.yaml (the func-e bootstrap) validates from the repository root and
   equals a fresh `make envoy-yaml`.
 - filters/ratelimit (the global rate limit service and its Redis): built-in kinds only,
@@ -54,7 +59,7 @@ SALT_SECRET = ("ai-gateway-fingerprint-salt", "salt")
 
 # Kinds with no CRD in ../shared/crds: checked structurally by check_builtin().
 NO_CRD = {("v1", "Namespace"), ("v1", "Service"), ("v1", "ConfigMap"),
-          ("networking.k8s.io/v1", "NetworkPolicy"), ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy")}
+          ("networking.k8s.io/v1", "NetworkPolicy")}
 
 
 def cargo_version():
@@ -201,12 +206,6 @@ def check_builtin(obj):
                     assert set(sel) <= {"matchLabels", "matchExpressions"}
             for port in rule["ports"]:
                 assert port["protocol"] in ("TCP", "UDP", "SCTP") and 1 <= port["port"] <= 65535
-    elif kind == "EnvoyProxy":
-        check_metadata(obj, namespaced=True)
-        assert set(spec) <= {"provider", "bootstrap"}
-        assert spec["provider"]["type"] == "Kubernetes"
-        assert spec["bootstrap"]["type"] in ("Merge", "Replace", "JSONPatch")
-        yaml.safe_load(spec["bootstrap"]["value"])
     else:
         raise AssertionError(f"no check for {kind}")
 
@@ -257,6 +256,21 @@ def test_strict_validation_catches_typos():
     ef = copy.deepcopy(find(objs, "EnvoyFilter")[0])
     ef["spec"]["configPatches"][0]["applyTo"] = "BOOTSTRAPS"
     assert crd_errors(ef)
+    te = copy.deepcopy(one(objs, "TrafficExtension"))
+    te["spec"]["wasm"]["failStratgy"] = "FAIL_CLOSE"
+    assert any("failStratgy" in e for e in crd_errors(te))
+    te = copy.deepcopy(one(objs, "TrafficExtension"))
+    te["spec"]["pluginConfig"] = te["spec"]["wasm"].pop("pluginConfig")  # WasmPlugin's place
+    assert any("pluginConfig" in e for e in crd_errors(te))
+    te = copy.deepcopy(one(objs, "TrafficExtension"))
+    te["spec"]["wasm"]["sha256"] = "0" * 63
+    assert crd_errors(te)
+    epp = copy.deepcopy(one(objs, "EnvoyPatchPolicy"))
+    epp["spec"]["jsonPatches"][0]["type"] = "type.googleapis.com/envoy.config.listener.v3.Listeners"
+    assert crd_errors(epp)
+    epp = copy.deepcopy(one(objs, "EnvoyPatchPolicy"))
+    del epp["spec"]["jsonPatches"][0]["operation"]["op"]
+    assert any("op" in e for e in crd_errors(epp))
 
 
 def cel_rule_messages(kind):
@@ -301,6 +315,18 @@ def test_cel_rules_of_the_fields_used_hold():
         for env in s.get("vmConfig", {}).get("env", []):
             rule("WasmPlugin", "value may only be set when valueFrom is INLINE",
                  env.get("valueFrom") != "HOST" or "value" not in env)
+    for te in find(objs, "TrafficExtension"):
+        s = te["spec"]
+        rule("TrafficExtension", "only one of targetRefs or selector can be set",
+             sum(k in s for k in ("selector", "targetRefs")) <= 1)
+        rule("TrafficExtension", "exactly one of wasm or lua must be set", ("wasm" in s) != ("lua" in s))
+        rule("TrafficExtension", "url must have schema one of [http, https, file, oci]",
+             s["wasm"]["url"].split("://")[0] in ("http", "https", "file", "oci"))
+        for ref in s.get("targetRefs", []):
+            rule("TrafficExtension", "cross namespace referencing is not currently supported", not ref.get("namespace"))
+        for env in s["wasm"].get("vmConfig", {}).get("env", []):
+            rule("TrafficExtension", "value may only be set when valueFrom is INLINE",
+                 env.get("valueFrom") != "HOST" or "value" not in env)
     for ef in find(objs, "EnvoyFilter"):
         s = ef["spec"]
         rule("EnvoyFilter", "only one of targetRefs or workloadSelector can be set",
@@ -323,7 +349,7 @@ def test_cel_rules_of_the_fields_used_hold():
                  (code["type"] == "HTTP") == ("http" in code))
             rule("EnvoyExtensionPolicy", "If type is Image, image field needs to be set.",
                  (code["type"] == "Image") == ("image" in code))
-    assert len(checked) >= 15
+    assert len(checked) >= 22
 
 
 # --- plugin configurations ------------------------------------------------------------
@@ -345,7 +371,7 @@ def expected_manifest_config(hold):
 
 def test_embedded_configs_are_accepted_by_the_filter():
     configs = embedded_configs()
-    assert len(configs) == 5, [label for label, _ in configs]
+    assert len(configs) == 7, [label for label, _ in configs]
     verdicts = rust_check([json.dumps(c) for _, c in configs], env={SALT_ENV: SALT_VALUE})
     for (label, _), (ok, msg) in zip(configs, verdicts):
         assert ok, f"{label}: {msg}"
@@ -438,9 +464,18 @@ def test_policies_target_the_tutorial_resources():
         assert wp["metadata"] == {"name": "ai-gateway-filter", "namespace": "ai-gateway"}
         assert wp["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "ai-shared-gateway"}]
         assert (wp["spec"]["phase"], wp["spec"]["priority"], wp["spec"]["failStrategy"]) == ("AUTHN", 1000, "FAIL_CLOSE")
+    for te in find(istio, "TrafficExtension"):
+        assert te["metadata"] == {"name": "ai-gateway-filter", "namespace": "ai-gateway"}
+        assert te["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "ai-shared-gateway"}]
+        assert (te["spec"]["phase"], te["spec"]["priority"], te["spec"]["wasm"]["failStrategy"]) == ("AUTHN", 1000, "FAIL_CLOSE")
     for ef in find(istio, "EnvoyFilter"):
         assert ef["metadata"]["namespace"] == "ai-gateway"
         assert ef["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "ai-shared-gateway"}]
+    for epp in find(eg, "EnvoyPatchPolicy"):
+        # A patch policy takes effect only in the namespace of the Gateway it targets.
+        assert epp["metadata"]["namespace"] == "ai-gateway"
+        assert epp["spec"]["targetRef"] == {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "ai-shared-gateway"}
+        assert epp["spec"]["type"] == "JSONPatch"
     routes = {r["metadata"]["name"] for r in find(eg, "HTTPRoute")}
     for eep in find(eg, "EnvoyExtensionPolicy"):
         assert eep["metadata"] == {"name": "ai-gateway-filter", "namespace": "tenant-a"}
@@ -451,6 +486,14 @@ def test_policies_target_the_tutorial_resources():
     assert len({(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(istio, "WasmPlugin")}) == 1
     assert len({(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(eg, "EnvoyExtensionPolicy")}) == 1
     assert len({(o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(istio, "ConfigMap")}) == 1
+    # The filter's alternative forms (WasmPlugin, TrafficExtension, EnvoyFilter) live in
+    # different directories, so that `kubectl apply -f <dir>/` never loads it twice.
+    for directory in sorted({os.path.dirname(p) for p in glob.glob(os.path.join(ISTIO, "**", "*.yaml"), recursive=True)}):
+        kinds = [o["kind"] for o in objects_in(directory)]
+        forms = [k for k in kinds if k in ("WasmPlugin", "TrafficExtension")]
+        forms += [o["kind"] for o in objects_in(directory) if o["kind"] == "EnvoyFilter"
+                  and any(p["applyTo"] == "HTTP_FILTER" for p in o["spec"]["configPatches"])]
+        assert len(forms) <= 1, (directory, forms)
 
 
 def test_model_routing_envoyfilter_defines_a_complete_filter():
@@ -468,6 +511,128 @@ def test_model_routing_envoyfilter_defines_a_complete_filter():
     assert config["vm_config"]["code"]["remote"]["http_uri"]["uri"].startswith("oci://")
 
 
+def test_trafficextension_is_the_wasmplugin():
+    """The TrafficExtension variant carries the WasmPlugin's fields, moved under wasm:."""
+    wp = one(objects_in(ISTIO), "WasmPlugin")["spec"]
+    te = one(objects_in(os.path.join(ISTIO, "trafficextension")), "TrafficExtension")["spec"]
+    wasm_fields = ("url", "sha256", "imagePullPolicy", "pluginName", "type", "failStrategy", "vmConfig",
+                   "pluginConfig")
+    assert set(te) == {"targetRefs", "phase", "priority", "wasm"}
+    assert set(te["wasm"]) == set(wasm_fields)
+    for k in ("targetRefs", "phase", "priority"):
+        assert te[k] == wp[k], k
+    for k in wasm_fields:
+        assert te["wasm"][k] == wp[k], k
+    assert set(wp) == {"targetRefs", "phase", "priority", *wasm_fields}
+
+
+def eg_generated_listener(eep, gateway):
+    """The parts of the xDS Listener Envoy Gateway generates for `gateway` that the patch
+    policy addresses (internal/xds/translator: listener.go, wasm.go), as EnvoyPatchPolicy
+    sees them: protojson with proto field names. Each Wasm entry of the policy becomes a
+    disabled HTTP filter named envoy.filters.http.wasm/<vm_id>, in the HTTP connection
+    manager of the listener's filter chain, before the router."""
+    [gw_listener] = gateway["spec"]["listeners"]
+    ns, name = eep["metadata"]["namespace"], eep["metadata"]["name"]
+    filters = []
+    for i, w in enumerate(eep["spec"]["wasm"]):
+        vm_id = f"envoyextensionpolicy/{ns}/{name}/wasm/{i}"
+        filters.append({"name": f"envoy.filters.http.wasm/{vm_id}", "disabled": True, "typed_config": {
+            "@type": WASM_TYPE,
+            "config": {"name": w["name"], "root_id": w["rootID"], "fail_open": w["failOpen"],
+                       "configuration": {"@type": STRING_VALUE, "value": json.dumps(w["config"])},
+                       "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
+                                     "code": local_code(),
+                                     "environment_variables": {"host_env_keys": w["env"]["hostKeys"]}}},
+        }})
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+    listener_name = f"{gateway['metadata']['namespace']}/{gateway['metadata']['name']}/{gw_listener['name']}"
+    hcm = {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": f"https-{gw_listener['port']}", "http_filters": filters}}
+    return {"name": listener_name, "filter_chains": [
+        {"name": listener_name, "filter_chain_match": {"server_names": [gw_listener["hostname"]]}, "filters": [hcm]}]}
+
+
+FILTER_BY_NAME = re.compile(r"^\$\.\.(\w+)\[\?\(@\.name=='([^']+)'\)\]((?:\.\w+)*)$")
+
+
+def apply_eg_json_patch(doc, operation):
+    """Envoy Gateway's JSONPatch for the one form the policy uses: jsonPath
+    `$..<list>[?(@.name=='<name>')].<field>...` selects every match (none is an error, as
+    in Envoy Gateway), `path` is appended to each, then `op: add` sets the value."""
+    m = FILTER_BY_NAME.match(operation["jsonPath"])
+    assert m, f"unsupported jsonPath {operation['jsonPath']!r}"
+    key, name, tail = m.group(1), m.group(2), [k for k in m.group(3).split(".") if k]
+    targets = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == key and isinstance(v, list):
+                    targets.extend(x for x in v if isinstance(x, dict) and x.get("name") == name)
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(doc)
+    assert targets, f"no element matches {operation['jsonPath']!r}: Envoy Gateway would refuse the patch"
+    assert operation["op"] == "add" and operation["path"].startswith("/")
+    for t in targets:
+        for k in tail:
+            t = t[k]
+        *parents, last = operation["path"].lstrip("/").split("/")
+        for k in parents:
+            t = t.setdefault(k, {})
+        t[last] = copy.deepcopy(operation["value"])
+    return len(targets)
+
+
+def eg_patched_filter():
+    """What the model-routing variant gives Envoy on Envoy Gateway: the filter generated
+    for model-routing/extension-policy.yaml, after model-routing/envoypatchpolicy.yaml."""
+    objs = objects_in(os.path.join(EG, "model-routing"))
+    eep = one(objs, "EnvoyExtensionPolicy")
+    gateway = one(objects_in(EG), "Gateway", one(objs, "EnvoyPatchPolicy")["spec"]["targetRef"]["name"])
+    listener = eg_generated_listener(eep, gateway)
+    [patch] = one(objs, "EnvoyPatchPolicy")["spec"]["jsonPatches"]
+    assert patch["type"] == "type.googleapis.com/envoy.config.listener.v3.Listener"
+    assert patch["name"] == listener["name"]
+    assert apply_eg_json_patch(listener, patch["operation"]) == 1
+    [wasm] = [f for f in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+              if f["name"].startswith("envoy.filters.http.wasm/")]
+    return wasm["typed_config"]
+
+
+def test_envoy_patch_policy_sets_the_flag_on_the_generated_filter():
+    objs = objects_in(os.path.join(EG, "model-routing"))
+    epp, eep = one(objs, "EnvoyPatchPolicy"), one(objs, "EnvoyExtensionPolicy")
+    [patch] = epp["spec"]["jsonPatches"]
+    # Envoy Gateway's names: listener <gateway ns>/<gateway>/<listener> (without the
+    # XDSNameSchemeV2 runtime flag), filter envoy.filters.http.wasm/<policy's vm_id>.
+    assert patch["name"] == "ai-gateway/ai-shared-gateway/https"
+    assert "'envoy.filters.http.wasm/envoyextensionpolicy/tenant-a/ai-gateway-filter/wasm/0'" in patch["operation"]["jsonPath"]
+    assert (patch["operation"]["path"], patch["operation"]["value"]) == ("/allow_on_headers_stop_iteration", True)
+    tc = eg_patched_filter()
+    assert tc["config"]["allow_on_headers_stop_iteration"] is True
+    assert json.loads(tc["config"]["configuration"]["value"])["routing"]["hold_headers_for_body"] is True
+    # The patched policy is the main one with only the header hold switched on.
+    main = one(objects_in(EG), "EnvoyExtensionPolicy")
+    assert eep["metadata"] == main["metadata"] and eep["spec"]["targetRefs"] == main["spec"]["targetRefs"]
+    variant, base = copy.deepcopy(eep["spec"]["wasm"][0]), copy.deepcopy(main["spec"]["wasm"][0])
+    assert variant["config"]["routing"].pop("hold_headers_for_body") is True
+    assert base["config"]["routing"].pop("hold_headers_for_body") is False
+    assert variant == base
+    # A policy renamed (or moved) no longer matches: the patch fails instead of
+    # silently applying nothing.
+    renamed = copy.deepcopy(eep)
+    renamed["metadata"]["name"] = "other"
+    with pytest.raises(AssertionError, match="no element matches"):
+        apply_eg_json_patch(eg_generated_listener(renamed, one(objects_in(EG), "Gateway")), patch["operation"])
+
+
 def salt_env_names(objs):
     """Every place a manifest names the salt variable or its Secret."""
     names, secrets = set(), set()
@@ -475,6 +640,8 @@ def salt_env_names(objs):
         kind, spec = o["kind"], o.get("spec") or {}
         if kind == "WasmPlugin":
             names |= {e["name"] for e in spec["vmConfig"]["env"] if e.get("valueFrom") == "HOST"}
+        elif kind == "TrafficExtension":
+            names |= {e["name"] for e in spec["wasm"]["vmConfig"]["env"] if e.get("valueFrom") == "HOST"}
         elif kind == "EnvoyExtensionPolicy":
             for w in spec["wasm"]:
                 names |= set(w["env"]["hostKeys"])
@@ -687,7 +854,7 @@ def test_every_artifact_reference_is_a_marked_placeholder():
         walk(obj.get("spec", {}), [])
     marks = marked_lines()
     digests = [m for m in marks if m[2] in ("image-digest", "wasm-sha256")]
-    assert sha_fields == len(digests) == 5, digests
+    assert sha_fields == len(digests) == 7, digests
     for rel, line, kind in digests:
         assert f'"{PLACEHOLDER}"' in line, (rel, line)
     for rel, line, kind in marks:
@@ -778,6 +945,11 @@ def test_make_manifests_stamps_the_dist_digest_and_the_image_digest():
         ef = by_name[("istio/model-routing/wasm-envoyfilter.yaml", "EnvoyFilter")]["spec"]["configPatches"][0]
         remote = ef["patch"]["value"]["typed_config"]["config"]["vm_config"]["code"]["remote"]
         assert (remote["http_uri"]["uri"], remote["sha256"]) == (f"oci://{image}:{tag}", digest)
+        te = by_name[("istio/trafficextension/trafficextension.yaml", "TrafficExtension")]["spec"]["wasm"]
+        assert (te["url"], te["sha256"]) == (f"oci://{image}:{tag}", digest)
+        img = by_name[("envoy-gateway/model-routing/extension-policy.yaml", "EnvoyExtensionPolicy")]["spec"]["wasm"][0]["code"]["image"]
+        assert (img["url"], img["sha256"]) == (f"{image}:{tag}", digest)
+        assert ("envoy-gateway/model-routing/envoypatchpolicy.yaml", "EnvoyPatchPolicy") in by_name
 
         # A digest recorded for another image is ignored: the OCI copies pull by tag,
         # unpinned (with a warning), rather than carry a digest that cannot match.
@@ -794,6 +966,8 @@ def test_make_manifests_stamps_the_dist_digest_and_the_image_digest():
         wp = objs[("istio/50-wasmplugin.yaml", "WasmPlugin")]["spec"]
         assert "sha256" not in wp and wp["url"] == f"oci://{image}:{tag}"
         assert crd_errors(objs[("istio/50-wasmplugin.yaml", "WasmPlugin")]) == []
+        te = objs[("istio/trafficextension/trafficextension.yaml", "TrafficExtension")]
+        assert "sha256" not in te["spec"]["wasm"] and crd_errors(te) == []
         http = objs[("envoy-gateway/http/extension-policy.yaml", "EnvoyExtensionPolicy")]["spec"]["wasm"][0]["code"]["http"]
         assert http["sha256"] == sha
 
@@ -839,6 +1013,27 @@ def istio_wasmplugin_filter():
         "failure_policy": {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN"}[wp["failStrategy"]],
     }
     return {"@type": WASM_TYPE, "config": config}
+
+
+def istio_trafficextension_filter():
+    """istiod builds a TrafficExtension's Wasm filter like a WasmPlugin's (the fields are
+    the same, under spec.wasm; test_trafficextension_is_the_wasmplugin): this is
+    istio_wasmplugin_filter for the TrafficExtension's own fields."""
+    te = one(objects_in(os.path.join(ISTIO, "trafficextension")), "TrafficExtension")["spec"]
+    w = te["wasm"]
+    return {"@type": WASM_TYPE, "config": {
+        "name": "ai-gateway.ai-gateway-filter",
+        "root_id": w["pluginName"],
+        "configuration": {"@type": STRING_VALUE, "value": go_json(w["pluginConfig"])},
+        "vm_config": {
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": local_code(),
+            "environment_variables": {
+                "host_env_keys": [e["name"] for e in w["vmConfig"]["env"] if e.get("valueFrom") == "HOST"],
+            },
+        },
+        "failure_policy": {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN"}[w["failStrategy"]],
+    }}
 
 
 def eg_extension_policy_filter():
@@ -900,8 +1095,10 @@ class TranslatedTopology(launcher.Topology):
 
 VARIANTS = {
     "istio-wasmplugin": (istio_wasmplugin_filter, False),
+    "istio-trafficextension": (istio_trafficextension_filter, False),
     "eg-extension-policy": (eg_extension_policy_filter, False),
     "istio-model-routing-envoyfilter": (istio_envoyfilter_filter, True),
+    "eg-model-routing-patched": (eg_patched_filter, True),
 }
 
 
@@ -974,3 +1171,24 @@ def test_committed_envoy_yaml_validates_from_the_repo_root():
                           env={**os.environ, SALT_ENV: SALT_VALUE})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "configuration 'envoy-demo/envoy.yaml' OK" in proc.stdout + proc.stderr
+
+
+def test_stamper_refuses_an_unmarked_artifact_reference():
+    """A manifest naming the placeholder image or download location on a line without
+    `# stamp:` would be copied pointing at nothing: the stamper refuses it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stamp_manifests", os.path.join(ROOT, "filters", "stamp_manifests.py"))
+    stamp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stamp)
+    values = {"image_ref": "reg.test/f:1", "image_digest": None, "wasm_sha256": "ab" * 32,
+              "wasm_url": "https://files.test/f.wasm", "wasm_file": "file:///f.wasm"}
+    marked = "    url: oci://registry.example.com/ai-gateway/ai-gateway-filter:0.1.0  # stamp: image\n"
+    text, seen = stamp.stamp_text(marked, values, "x.yaml")
+    assert seen == {"image"} and "oci://reg.test/f:1" in text
+    for line in ("    url: oci://registry.example.com/ai-gateway/ai-gateway-filter:0.1.0\n",
+                 "      url: https://downloads.example.com/ai-gateway-filter/ai-gateway-filter-0.1.0.wasm\n"):
+        with pytest.raises(stamp.StampError, match="not marked"):
+            stamp.stamp_text(line, values, "x.yaml")
+    # Comments may mention them.
+    stamp.stamp_text("# image: registry.example.com/ai-gateway/ai-gateway-filter:0.1.0\n", values, "x.yaml")

@@ -405,3 +405,74 @@ def test_readme_stats_tags_match_the_bootstrap():
     # Every exported metric's labels have a tag.
     for labels in list(COUNTERS.values()) + list(GAUGES.values()) + list(HISTOGRAMS.values()):
         assert labels <= set(render.METRIC_LABELS)
+
+
+# -- runbooks -----------------------------------------------------------------------------
+
+RUNBOOKS = os.path.join(ROOT, "docs", "runbooks.md")
+
+
+def github_anchor(heading):
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation other than
+    `-` and `_` dropped, spaces to `-`."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def runbook_sections():
+    """{anchor: section text} for every `## ` section of docs/runbooks.md."""
+    with open(RUNBOOKS) as f:
+        text = f.read()
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return {github_anchor(parts[i]): parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def test_github_anchor():
+    assert github_anchor("AIGatewayHighErrorRate") == "aigatewayhigherrorrate"
+    assert github_anchor("The audit record (`wasm.ai.audit`)") == "the-audit-record-wasmaiaudit"
+
+
+@pytest.mark.parametrize("path", [RULES, OPERATOR_RULES], ids=["rules.yml", "prometheus-rules.yaml"])
+def test_every_alert_has_a_runbook_section(path):
+    doc = load_yaml(path)
+    groups = doc["spec"]["groups"] if "spec" in doc else doc["groups"]
+    alerts = [r for g in groups for r in g["rules"] if "alert" in r]
+    assert alerts
+    sections = runbook_sections()
+    for a in alerts:
+        url = a["annotations"].get("runbook_url", "")
+        m = re.fullmatch(r"docs/runbooks\.md#([\w-]+)", url)
+        assert m, f"{a['alert']}: runbook_url {url!r} is not docs/runbooks.md#<anchor>"
+        assert m.group(1) == a["alert"].lower(), f"{a['alert']}: the anchor is the alert's name"
+        section = sections.get(m.group(1))
+        assert section is not None, f"{a['alert']}: docs/runbooks.md has no section #{m.group(1)}"
+        for part in ("**What it means.**", "**How to check.**", "**What to do.**"):
+            assert part in section, f"{a['alert']}: its runbook lacks {part}"
+    # No runbook for an alert that no longer exists.
+    assert set(sections) == {a["alert"].lower() for a in alerts}
+
+
+# -- the dashboard as a ConfigMap for Grafana's sidecar -------------------------------------
+
+DASHBOARD_CONFIGMAP = os.path.join(ROOT, "filters", "grafana", "ai-gateway-dashboard-configmap.yaml")
+
+
+def test_dashboard_configmap_embeds_the_dashboard_file():
+    proc = subprocess.run(["python3", os.path.join(ROOT, "filters", "grafana", "configmap.py"), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    cm = load_yaml(DASHBOARD_CONFIGMAP)
+    assert (cm["apiVersion"], cm["kind"]) == ("v1", "ConfigMap")
+    assert set(cm) == {"apiVersion", "kind", "metadata", "data"}
+    # The label Grafana's dashboard sidecar selects by default (Grafana Helm chart,
+    # kube-prometheus-stack): grafana_dashboard, value "1" (a string).
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", cm["metadata"]["namespace"])
+    with open(DASHBOARD) as f:
+        text = f.read()
+    assert cm["data"] == {"ai-gateway-dashboard.json": text}
+    # Provisioned dashboards are not imported: no ${DS_...} inputs are substituted, so
+    # the data source must come from a variable (test_dashboard_is_importable).
+    assert "__inputs" not in json.loads(cm["data"]["ai-gateway-dashboard.json"])
+    # Below what a client-side `kubectl apply` can store in its last-applied annotation.
+    assert len(text.encode()) < 256 * 1024
