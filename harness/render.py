@@ -36,7 +36,8 @@ BACKENDS = ["chat-llama3-8b-v1", "chat-llama3-8b-v2", "embed-bge-small-v1"]
 
 # Labels encoded in custom metric names as `.<label>=.=<value>;.;` (see core/src/contract.rs).
 METRIC_LABELS = ["tenant", "route", "model_route", "status", "type", "kind", "reason", "vm", "mode",
-                 "result", "period"]
+                 "result", "period", "gen_ai_token_type", "gen_ai_operation_name", "gen_ai_provider_name",
+                 "gen_ai_request_model"]
 
 
 def yaml_str(s):

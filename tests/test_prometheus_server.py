@@ -245,6 +245,27 @@ def test_raw_series_carry_the_stats_tags(scraped):
     assert {"missing_credentials", "invalid_credentials"} <= {s["metric"].get("reason") for s in denials}, denials
 
 
+def test_otel_genai_series_are_scraped_with_bounded_labels(scraped):
+    """The OpenTelemetry GenAI names (docs/contract.md) beside the tutorial's: token usage
+    by type, request duration and time to first token, gen_ai_* attributes as labels."""
+    prom, _ = scraped
+    usage = prom.query("gen_ai_client_token_usage_count")
+    assert usage, "no gen_ai_client_token_usage in the scrape"
+    attrs = {"gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"}
+    for s in usage:
+        assert set(labels(s)) == attrs | {"gen_ai_token_type", "job", "instance"}, s["metric"]
+        m = s["metric"]
+        assert m["gen_ai_token_type"] in {"input", "output"}, m
+        assert m["gen_ai_operation_name"] in {"chat", "text_completion", "embeddings"}, m
+        assert m["gen_ai_provider_name"] == "openai", m
+        assert m["gen_ai_request_model"] in {"llama3-8b", "bge-small", "unknown"}, m
+    ops = {(s["metric"]["gen_ai_operation_name"], s["metric"]["gen_ai_token_type"]) for s in usage}
+    assert {("chat", "input"), ("chat", "output"), ("embeddings", "input")} <= ops, ops
+    duration = prom.query("gen_ai_server_request_duration_ms_count")
+    assert duration and all(set(labels(s)) == attrs | {"job", "instance"} for s in duration), duration
+    assert prom.query("sum(gen_ai_server_request_duration_ms_sum) > 0")
+
+
 def test_requests_per_second(scraped):
     _, snap = scraped
     series = snap["rps"]

@@ -139,6 +139,15 @@ pub mod metric {
     /// A budget's limit and what is left of it, micro-USD (labels tenant, period).
     pub const BUDGET_LIMIT_USD_MICROS: &str = "ai_gateway_budget_limit_usd_micros";
     pub const BUDGET_REMAINING_USD_MICROS: &str = "ai_gateway_budget_remaining_usd_micros";
+    /// OpenTelemetry GenAI `gen_ai.client.token.usage` (histogram of tokens; labels
+    /// gen_ai_token_type, gen_ai_operation_name, gen_ai_provider_name, gen_ai_request_model).
+    pub const GEN_AI_TOKEN_USAGE: &str = "gen_ai_client_token_usage";
+    /// `gen_ai.server.request.duration`, in milliseconds (Envoy histograms are integers).
+    pub const GEN_AI_REQUEST_DURATION_MS: &str = "gen_ai_server_request_duration_ms";
+    /// `gen_ai.server.time_to_first_token`, in milliseconds (streams).
+    pub const GEN_AI_TTFT_MS: &str = "gen_ai_server_time_to_first_token_ms";
+    /// `gen_ai.provider.name` of every backend: they all speak the OpenAI API.
+    pub const GEN_AI_PROVIDER: &str = "openai";
     /// Syncs with the rate limit service by one process (label `result`: ok, failed).
     pub const GLOBAL_SYNCS_TOTAL: &str = "ai_gateway_global_syncs_total";
     /// Gauge: one VM's linear memory in bytes, labelled `vm` (the VM's ordinal).

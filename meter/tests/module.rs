@@ -229,6 +229,8 @@ fn unauthorized_is_one_local_401_and_nothing_forwarded() {
                 ("increment_metric", 1),
                 ("record_metric", 2),
                 ("increment_metric", 1),
+                // gen_ai_server_request_duration_ms (no usage: no token histogram).
+                ("record_metric", 1),
             ]),
         ),
         ("proxy_on_done", vec![]),
@@ -358,6 +360,8 @@ fn chat_is_forwarded_with_identity_and_without_credentials() {
                 ("increment_metric", 1),
                 ("record_metric", 3),
                 ("increment_metric", 3),
+                // gen_ai_client_token_usage (input, output), gen_ai_server_request_duration_ms.
+                ("record_metric", 3),
             ]),
         ),
         ("proxy_on_done", vec![]),

@@ -609,6 +609,8 @@ impl Exchange {
             busy_ns,
             unreachable: None,
             budgets: Vec::new(),
+            operation: self.api.map(gen_ai_operation),
+            request_model: record.model.as_deref().filter(|_| self.known_model),
         }
     }
 
@@ -698,6 +700,15 @@ impl Exchange {
             quota_mode: None,
         };
         (gateway, audit)
+    }
+}
+
+/// OpenTelemetry's `gen_ai.operation.name` of an API.
+fn gen_ai_operation(api: Api) -> &'static str {
+    match api {
+        Api::ChatCompletions | Api::Responses => "chat",
+        Api::Completions => "text_completion",
+        Api::Embeddings => "embeddings",
     }
 }
 

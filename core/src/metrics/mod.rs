@@ -84,6 +84,11 @@ pub struct Finished<'a> {
     pub unreachable: Option<&'static str>,
     /// The tenant-wide budgets after settlement: (period, limit, remaining), micro-USD.
     pub budgets: Vec<(&'static str, u64, u64)>,
+    /// OpenTelemetry's `gen_ai.operation.name` (`chat`, `text_completion`, `embeddings`),
+    /// for API routes.
+    pub operation: Option<&'static str>,
+    /// The requested model, when it is a configured one (bounded labels).
+    pub request_model: Option<&'a str>,
 }
 
 /// Everything one finished request contributes.
@@ -147,6 +152,7 @@ pub fn observations(f: &Finished) -> Vec<Observation> {
         out.push(counter(metric::COST_USD_MICROS_TOTAL, &tm, micros));
     }
     out.extend(f.denial_reason.and_then(|r| denial_counter(r, tenant)));
+    out.extend(gen_ai(f, rec));
     for (period, limit, remaining) in &f.budgets {
         let labels = [("tenant", tenant), ("period", *period)];
         out.push(gauge(metric::BUDGET_LIMIT_USD_MICROS, &labels, *limit));
@@ -162,6 +168,41 @@ pub fn observations(f: &Finished) -> Vec<Observation> {
             &[("tenant", tenant), ("mode", mode)],
             1,
         ));
+    }
+    out
+}
+
+/// The OpenTelemetry GenAI semantic-convention instruments (docs/contract.md), beside
+/// the tutorial's: token usage by type, request duration and time to first token, with
+/// `gen_ai.*` attributes as labels. Envoy's histograms take integers, so the durations
+/// are milliseconds, the unit in the name (OTel's instruments are in seconds).
+fn gen_ai(f: &Finished, rec: &GatewayRecord) -> Vec<Observation> {
+    let Some(operation) = f.operation else {
+        return Vec::new();
+    };
+    let model = f.request_model.unwrap_or(UNKNOWN);
+    let attrs = [
+        ("gen_ai_operation_name", operation),
+        ("gen_ai_provider_name", metric::GEN_AI_PROVIDER),
+        ("gen_ai_request_model", model),
+    ];
+    let mut out = Vec::with_capacity(4);
+    // (value, token type): the token types are label values, not label names.
+    for (tokens, kind) in [
+        (rec.prompt_tokens, "input"),
+        (rec.completion_tokens, "output"),
+    ] {
+        if let Some(n) = tokens.filter(|_| rec.http_status.is_some_and(|s| s < 400)) {
+            let [a, b, c] = attrs;
+            let labels = [("gen_ai_token_type", kind), a, b, c];
+            out.push(histogram(metric::GEN_AI_TOKEN_USAGE, &labels, n));
+        }
+    }
+    if let Some(ms) = rec.latency_ms {
+        out.push(histogram(metric::GEN_AI_REQUEST_DURATION_MS, &attrs, ms));
+    }
+    if let Some(ms) = rec.ttft_ms {
+        out.push(histogram(metric::GEN_AI_TTFT_MS, &attrs, ms));
     }
     out
 }
