@@ -33,11 +33,16 @@ GAUGES = {
     "ai_gateway_budget_remaining_usd_micros": {"tenant", "period"},
     "ai_gateway_budget_limit_usd_micros": {"tenant", "period"},
 }
+# OpenTelemetry GenAI names (docs/contract.md): gen_ai.* attributes as labels.
+GEN_AI = {"gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"}
 HISTOGRAMS = {
     "ai_gateway_request_duration_ms": TRM,
     "ai_gateway_upstream_duration_ms": TRM,
     "ai_gateway_filter_duration_us": {"route"},
     "ai_gateway_ttft_ms": TRM,
+    "gen_ai_client_token_usage": GEN_AI | {"gen_ai_token_type"},
+    "gen_ai_server_request_duration_ms": GEN_AI,
+    "gen_ai_server_time_to_first_token_ms": GEN_AI,
 }
 # Labels every scraped series also carries.
 TARGET_LABELS = {"job", "instance"}
