@@ -573,6 +573,7 @@ LEVELS = [
     ("global_quota", at(base(), ["global_quota"], {_unknown: 1})),
     ("quota_global", with_quota({"global": {_unknown: 1}})),
     ("budget", at(base(), T0 + ["budget"], {_unknown: 1})),
+    ("backend_credential", at(base(), ["models"], [{"name": "m", "backend_credential": {_unknown: 1}}])),
     ("model_budget", at(at(base(), ["models"], [{"name": "m"}]), T0 + ["budget"], {"models": {"m": {_unknown: 1}}})),
 ]
 
@@ -634,6 +635,10 @@ def test_required_fields_match_the_filter():
         ("model", at(base(), ["models"], [{"name": "m"}]), ["models", 0, "name"]),
         ("pattern", at(base(), ["redaction"], {"patterns": [{"pattern": "x"}]}), ["redaction", "patterns", 0, "pattern"]),
         ("global_quota", with_global({"requests": 1}), ["global_quota", "cluster"]),
+        ("backend_credential", at(base(), ["models"], [{"name": "m", "backend_credential": {
+            "header": "authorization", "value_env": SALT_ENV}}]), ["models", 0, "backend_credential", "header"]),
+        ("backend_credential", at(base(), ["models"], [{"name": "m", "backend_credential": {
+            "header": "authorization", "value_env": SALT_ENV}}]), ["models", 0, "backend_credential", "value_env"]),
         ("global_quota", with_global({"requests": 1}), ["global_quota", "expected_replicas"]),
     ]
     required = {lvl: set((schema if lvl == "" else schema["$defs"][lvl]).get("required", [])) for lvl, _ in LEVELS}

@@ -99,6 +99,43 @@ pub struct ModelSpec {
     /// Envoy picked one of these clusters.
     #[serde(default)]
     pub clusters: Option<Vec<String>>,
+    /// The credential the model's backends require (their own API key), sent upstream
+    /// with every request for the model; the client's never is.
+    #[serde(default)]
+    pub backend_credential: Option<BackendCredentialSpec>,
+}
+
+/// `models[].backend_credential`: the header, and the Wasm VM environment variable that
+/// holds its value (`vmConfig.env` from a Secret in Istio, `env` in Envoy Gateway).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct BackendCredentialSpec {
+    /// `authorization`, `x-api-key` or `api-key`.
+    pub header: String,
+    pub value_env: String,
+    /// Put before the value, e.g. `"Bearer "`.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// A credential's value: kept out of every `Debug` print, so no log line can hold it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+    /// The value, for the one place it goes: the upstream request header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -358,6 +395,8 @@ pub struct Model {
     pub cached_input_usd_per_million: f64,
     /// Envoy clusters allowed to serve the model; `None` = any.
     pub clusters: Option<Vec<String>>,
+    /// The header and value its backends require.
+    pub credential: Option<(&'static str, Secret)>,
 }
 
 #[derive(Debug, Clone)]

@@ -327,3 +327,42 @@ fn global_limits_need_the_engine_and_valid_fields() {
             .contains("expected_replicas")
     );
 }
+
+#[test]
+fn a_backend_credential_comes_from_the_vm_environment_and_never_prints() {
+    let cfg = |cred: &str| {
+        format!(
+            r#"{{"models":[{{"name":"m","backend_credential":{cred}}}],"tenants":[{{"name":"a"}}]}}"#
+        )
+    };
+    let env = |k: &str| (k == "BACKEND_KEY").then(|| "s3cret-value".to_string());
+    let ok = Config::parse(
+        cfg(r#"{"header":"Authorization","value_env":"BACKEND_KEY","prefix":"Bearer "}"#)
+            .as_bytes(),
+        &env,
+    )
+    .unwrap();
+    let (name, value) = ok.models["m"].credential.clone().unwrap();
+    assert_eq!(
+        (name, value.expose()),
+        ("authorization", "Bearer s3cret-value")
+    );
+    assert!(
+        !format!("{:?}", ok.models["m"]).contains("s3cret"),
+        "Debug never shows it"
+    );
+    let err = |c: &str| Config::parse(cfg(c).as_bytes(), &env).unwrap_err();
+    assert_eq!(
+        err(r#"{"header":"authorization","value_env":"MISSING"}"#),
+        "models[0].backend_credential.value_env: environment variable \"MISSING\" is not set in the Wasm VM"
+    );
+    assert_eq!(
+        err(r#"{"header":"x-secret","value_env":"BACKEND_KEY"}"#),
+        "models[0].backend_credential.header: must be one of authorization, x-api-key, api-key"
+    );
+    let bad = err(r#"{"header":"api-key","value_env":"BACKEND_KEY","prefix":"\n"}"#);
+    assert!(
+        bad.contains("printable") && !bad.contains("s3cret"),
+        "{bad}"
+    );
+}

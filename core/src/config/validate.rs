@@ -42,7 +42,7 @@ pub fn build(spec: ConfigSpec, env: &dyn Fn(&str) -> Option<String>) -> Result<C
         return Err("shared_data_prefix: must be non-empty and without spaces".to_string());
     }
     let routes = build_routes(&spec)?;
-    let models = build_models(&spec)?;
+    let models = build_models(&spec, env)?;
     if spec.tenants.is_empty() {
         return Err("tenants: at least one tenant is required".to_string());
     }
@@ -173,7 +173,10 @@ fn route_methods(path: &str, r: &RouteSpec) -> Result<Option<Vec<String>>, Strin
 }
 
 /// The model table and its prices.
-fn build_models(spec: &ConfigSpec) -> Result<HashMap<String, Model>, String> {
+fn build_models(
+    spec: &ConfigSpec,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<HashMap<String, Model>, String> {
     let mut models = HashMap::new();
     for (i, m) in spec.models.iter().enumerate() {
         check_name(&format!("models[{i}].name"), &m.name)?;
@@ -196,18 +199,60 @@ fn build_models(spec: &ConfigSpec) -> Result<HashMap<String, Model>, String> {
                 ));
             }
         }
+        let credential = m
+            .backend_credential
+            .as_ref()
+            .map(|c| backend_credential(&format!("models[{i}].backend_credential"), c, env))
+            .transpose()?;
         let model = Model {
             clusters: m.clusters.clone(),
             name: m.name.clone(),
             input_usd_per_million: m.input_usd_per_million,
             output_usd_per_million: m.output_usd_per_million,
             cached_input_usd_per_million: cached,
+            credential,
         };
         if models.insert(m.name.clone(), model).is_some() {
             return Err(format!("models[{i}].name: duplicate model {:?}", m.name));
         }
     }
     Ok(models)
+}
+
+/// A backend credential: one of the credential headers, its value from the VM's
+/// environment. Errors name the field and the variable, never the value.
+fn backend_credential(
+    path: &str,
+    c: &crate::config::BackendCredentialSpec,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(&'static str, crate::config::Secret), String> {
+    let name = c.header.to_ascii_lowercase();
+    let header = crate::contract::header::CREDENTIALS
+        .into_iter()
+        .find(|h| *h == name)
+        .ok_or_else(|| {
+            format!("{path}.header: must be one of authorization, x-api-key, api-key")
+        })?;
+    if c.value_env.is_empty() {
+        return Err(format!("{path}.value_env: name the environment variable"));
+    }
+    let value = env(&c.value_env).filter(|v| !v.is_empty()).ok_or_else(|| {
+        format!(
+            "{path}.value_env: environment variable {:?} is not set in the Wasm VM",
+            c.value_env
+        )
+    })?;
+    let full = format!("{}{value}", c.prefix);
+    if !full
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+    {
+        return Err(format!(
+            "{path}: the value (prefix and {:?}) must be printable ASCII",
+            c.value_env
+        ));
+    }
+    Ok((header, crate::config::Secret::new(full)))
 }
 
 /// The lookup indexes built while the tenants are checked one by one.

@@ -380,6 +380,15 @@ impl Exchange {
         }
 
         let mut decision = BodyDecision::default();
+        if let Some((name, value)) = cfg
+            .models
+            .get(parsed.model.as_ref())
+            .and_then(|m| m.credential.as_ref())
+        {
+            decision
+                .set_headers
+                .push((name, value.expose().to_string()));
+        }
         if !held {
             // Routed by path: the backend must be one that serves the model.
             let pinned = cfg

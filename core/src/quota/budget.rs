@@ -225,6 +225,7 @@ impl Prices {
             output_usd_per_million: self.output,
             cached_input_usd_per_million: self.cached_input,
             clusters: None,
+            credential: None,
         };
         micros(super::super::record::cost::estimate_usd(&model, usage))
     }

@@ -51,6 +51,9 @@ pub struct Config {
     pub completion_tokens: u64,
     pub error_rate: f64,
     pub force_status: u16,
+    /// A header model requests must carry with this exact value (a backend with its own
+    /// API key, like vLLM's `--api-key`); otherwise 401.
+    pub require_header: Option<(String, String)>,
 }
 
 pub struct State {
@@ -252,6 +255,18 @@ pub async fn handle(
         echo.include_usage = usage::include_usage(v);
     }
 
+    if let (true, Some((name, want))) = (is_model, &state.cfg.require_header) {
+        let got = headers.get(name.as_str()).and_then(|v| v.to_str().ok());
+        if got != Some(want.as_str()) {
+            let resp = error_response(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+                "mock-llm: the backend's API key is missing or wrong",
+            );
+            return Ok(finish(&state, &echo, resp));
+        }
+    }
     // Precedence: x-mock-status, then --force-status, then --error-rate.
     if let Some(status) = header_u64(headers, "x-mock-status").and_then(valid_status) {
         return Ok(finish(&state, &echo, forced_error(status)));

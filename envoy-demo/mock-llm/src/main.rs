@@ -44,6 +44,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
         completion_tokens: 16,
         error_rate: 0.0,
         force_status: 0,
+        require_header: None,
     };
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -68,6 +69,12 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--completion-tokens" => cfg.completion_tokens = value.parse().map_err(|e| bad(&e))?,
             "--error-rate" => cfg.error_rate = value.parse().map_err(|e| bad(&e))?,
             "--force-status" => cfg.force_status = value.parse().map_err(|e| bad(&e))?,
+            "--require-header" => {
+                let (n, v) = value
+                    .split_once(':')
+                    .ok_or_else(|| bad(&"expected name:value"))?;
+                cfg.require_header = Some((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+            }
             _ => return Err(format!("unknown argument {flag}")),
         }
     }

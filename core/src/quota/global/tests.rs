@@ -237,7 +237,7 @@ fn a_refund_larger_than_the_new_charges_is_sent_as_a_refund() {
     assert_eq!(svc.level(CounterKind::Tokens), 5000);
     settle(&a, &t, &charges, &tokens(1200), T0 + 300);
     let tenants = vec![(0usize, "t", g.as_slice())];
-    let call = sync::begin(&a, "p", &tenants, &e, T0 + 400, &mut || 7).unwrap();
+    let call = sync::begin(&a, "p", &tenants, &e, T0 + 400, &mut || u64::MAX - 7).unwrap();
     let slot = Slot::decode(&a.raw(&call.items[0].key).unwrap()).unwrap();
     assert_eq!(slot.in_sync, -3800);
     let answer = svc.sync(&a, &call.items, &g);

@@ -7,6 +7,7 @@ fn model() -> Model {
         output_usd_per_million: 30.0,
         cached_input_usd_per_million: 1.0,
         clusters: None,
+        credential: None,
     }
 }
 
