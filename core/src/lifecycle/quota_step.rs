@@ -93,13 +93,21 @@ impl QuotaState {
             Stage::Body => estimated_tokens(cfg, ex),
         };
         let model = ex.model.as_deref().filter(|_| ex.known_model);
-        self.budget.model = model.map(str::to_owned);
-        let prices = Prices::of(model.and_then(|m| cfg.models.get(m)));
+        // Only budgets need the model's name and prices: a tenant without one does no
+        // lookup and no allocation for them.
+        let budgeted = !tenant.budgets.is_empty();
+        if budgeted {
+            self.budget.model = model.map(str::to_owned);
+        }
+        let prices = match budgeted {
+            true => Prices::of(model.and_then(|m| cfg.models.get(m))),
+            false => Prices::default(),
+        };
         let costs = Costs {
             tokens,
             spend_micros: match stage {
-                Stage::Headers => 0,
-                Stage::Body => budget_step::max_cost(cfg, ex, &prices),
+                Stage::Body if budgeted => budget_step::max_cost(cfg, ex, &prices),
+                _ => 0,
             },
         };
         let Some(q) = &tenant.quota else {
