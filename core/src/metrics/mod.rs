@@ -38,6 +38,112 @@ pub fn series_name(base: &str, labels: &[(&str, &str)]) -> String {
     s
 }
 
+/// Every series base the filter emits, its kind and its label names in emission order.
+/// Hosts that must declare metrics up front (Envoy's dynamic modules freeze stat
+/// creation after configuration) define these; the Proxy-Wasm host defines series as
+/// they come. A test checks that every observation matches an entry.
+pub const CATALOGUE: &[(&str, Kind, &[&str])] = &[
+    (
+        metric::REQUESTS_TOTAL,
+        Kind::Counter,
+        &["tenant", "route", "model_route", "status"],
+    ),
+    (
+        metric::REQUEST_DURATION_MS,
+        Kind::Histogram,
+        &["tenant", "route", "model_route"],
+    ),
+    (
+        metric::UPSTREAM_DURATION_MS,
+        Kind::Histogram,
+        &["tenant", "route", "model_route"],
+    ),
+    (metric::FILTER_DURATION_US, Kind::Histogram, &["route"]),
+    (
+        metric::TTFT_MS,
+        Kind::Histogram,
+        &["tenant", "route", "model_route"],
+    ),
+    (
+        metric::TOKENS_TOTAL,
+        Kind::Counter,
+        &["tenant", "model_route", "type"],
+    ),
+    (
+        metric::COST_USD_MICROS_TOTAL,
+        Kind::Counter,
+        &["tenant", "model_route"],
+    ),
+    (
+        metric::QUOTA_REJECTIONS_TOTAL,
+        Kind::Counter,
+        &["tenant", "kind"],
+    ),
+    (metric::AUTH_DENIALS_TOTAL, Kind::Counter, &["reason"]),
+    (
+        metric::BUDGET_LIMIT_USD_MICROS,
+        Kind::Gauge,
+        &["tenant", "period"],
+    ),
+    (
+        metric::BUDGET_REMAINING_USD_MICROS,
+        Kind::Gauge,
+        &["tenant", "period"],
+    ),
+    (
+        metric::QUOTA_DEGRADED_TOTAL,
+        Kind::Counter,
+        &["tenant", "mode"],
+    ),
+    (
+        metric::GEN_AI_TOKEN_USAGE,
+        Kind::Histogram,
+        &[
+            "gen_ai_token_type",
+            "gen_ai_operation_name",
+            "gen_ai_provider_name",
+            "gen_ai_request_model",
+        ],
+    ),
+    (
+        metric::GEN_AI_REQUEST_DURATION_MS,
+        Kind::Histogram,
+        &[
+            "gen_ai_operation_name",
+            "gen_ai_provider_name",
+            "gen_ai_request_model",
+        ],
+    ),
+    (
+        metric::GEN_AI_TTFT_MS,
+        Kind::Histogram,
+        &[
+            "gen_ai_operation_name",
+            "gen_ai_provider_name",
+            "gen_ai_request_model",
+        ],
+    ),
+    (metric::GLOBAL_SYNCS_TOTAL, Kind::Counter, &["result"]),
+];
+
+/// The inverse of [`series_name`]: the base and the (label, value) pairs, or `None` for
+/// a name not in that shape.
+pub fn split_series(name: &str) -> Option<(&str, Vec<(&str, &str)>)> {
+    let (base, mut rest) = match name.find('.') {
+        Some(i) => (name.get(..i)?, name.get(i..)?),
+        None => return Some((name, Vec::new())),
+    };
+    let mut labels = Vec::new();
+    while !rest.is_empty() {
+        let body = rest.strip_prefix('.')?;
+        let (label, after) = body.split_once("=.=")?;
+        let (value, tail) = after.split_once(";.;")?;
+        labels.push((label, value));
+        rest = tail;
+    }
+    Some((base, labels))
+}
+
 fn counter(base: &str, labels: &[(&str, &str)], value: u64) -> Observation {
     Observation {
         name: series_name(base, labels),
