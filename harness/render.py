@@ -10,12 +10,17 @@ uses the defaults and paths relative to the repository root (for `func-e run -c`
         [--wasm target/wasm32-wasip1/release/ai_gateway_filter.wasm]
         [--log-dir envoy-demo/logs] [--no-filter] [--jwt-jwks FILE] [-o OUT]
         [--lds-dir DIR] [--ext-proc-port PORT [--ext-proc-response-body-mode STREAMED]]
+        [--host native]
 
 With --lds-dir the gateway listener is not in the bootstrap: it is written to
 DIR/listeners.yaml (atomically, by rename) and Envoy loads it through file-based LDS,
 watching DIR. Rendering again with another plugin configuration pushes it to a running
 Envoy, which is how the fault tests push a bad configuration. The default output is
 unchanged.
+
+--host native puts the same filter, as the native dynamic module
+(libai_gateway_native.so, found through ENVOY_DYNAMIC_MODULES_SEARCH_PATH, which the
+process starting Envoy sets), where the Wasm filter was, with the same configuration.
 
 Benchmark variants (`make bench`), each the same bootstrap with one difference:
 --no-filter drops the Wasm filter; --wasm OTHER.wasm loads another module in the same
@@ -192,9 +197,39 @@ def render(args):
         text = text.replace("{{" + k + "}}", v)
     if args.no_filter or args.ext_proc_port:
         text = strip_wasm_filter(text)
+    elif args.host == "native":
+        text = replace_wasm_filter(text, native_filter(plugin))
     if args.ext_proc_port:
         text = add_ext_proc(text, args.ext_proc_port, args.ext_proc_response_body_mode)
     return text
+
+
+# The native module's name: Envoy loads lib<name>.so from its search path.
+NATIVE_MODULE = "ai_gateway_native"
+
+
+def native_filter(plugin):
+    """The dynamic-module filter, configured with the same JSON as the Wasm filter."""
+    return indent([
+        "- name: envoy.filters.http.dynamic_modules",
+        "  typed_config:",
+        '    "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter',
+        "    dynamic_module_config:",
+        f"      name: {NATIVE_MODULE}",
+        "      # The module runs a tick thread, so it must never be unloaded.",
+        "      do_not_close: true",
+        "    filter_name: ai-gateway-filter",
+        "    filter_config:",
+        '      "@type": type.googleapis.com/google.protobuf.StringValue',
+        f"      value: {yaml_str(plugin)}",
+    ], 18)
+
+
+def replace_wasm_filter(text, replacement):
+    """The same bootstrap with `replacement` where the Wasm filter was."""
+    stripped = strip_wasm_filter(text)
+    marker = "                  - name: envoy.filters.http.router"
+    return stripped.replace(marker, replacement + "\n" + marker, 1)
 
 
 def strip_wasm_filter(text):
@@ -312,6 +347,8 @@ def main(argv=None):
     p.add_argument("--ext-proc-port", type=int, default=None,
                    help="ext_proc filter calling a processor on 127.0.0.1:PORT instead of the Wasm filter")
     p.add_argument("--ext-proc-response-body-mode", default="STREAMED", choices=["STREAMED", "NONE"])
+    p.add_argument("--host", default=os.environ.get("AI_GATEWAY_HOST", "wasm"), choices=["wasm", "native"],
+                   help="the filter as the Proxy-Wasm module or as the native dynamic module")
     p.add_argument("-o", "--output", default="-")
     args = p.parse_args(argv)
     text = render(args)

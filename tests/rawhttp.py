@@ -4,6 +4,8 @@ the VM-health probe the abuse and fault tests share. 127.0.0.1 only; every read 
 by a socket timeout."""
 import json
 import re
+
+from harness import launcher
 import socket
 import time
 
@@ -135,6 +137,10 @@ VM_FAILURE_LOG = re.compile(r"Uncaught RuntimeError|Function: proxy_on_\w+ faile
 
 
 def vm_stats(topo):
+    """Envoy's Wasm VM counters (Proxy-Wasm host). A native module has no VM to trap: a
+    failure there takes Envoy itself down, so its health is the process still running."""
+    if launcher.host() == "native":
+        return {"envoy_running": int(topo.envoy is not None and topo.envoy.poll() is None)}
     out = {}
     for line in topo.admin("/stats?filter=wasm").splitlines():
         m = VM_STATS.match(line.strip())
@@ -151,10 +157,11 @@ def vm_failure_lines(topo):
 
 def metric_series(topo):
     """Names of the filter's custom metric series (label values are part of the name)."""
+    ns = "dynamicmodulescustom" if launcher.host() == "native" else "wasmcustom"
     names = set()
-    for line in topo.admin("/stats?filter=%5Ewasmcustom%5C.").splitlines():
+    for line in topo.admin(f"/stats?filter=%5E{ns}%5C.").splitlines():
         name, sep, _ = line.partition(": ")
-        if sep and name.startswith("wasmcustom."):
+        if sep and name.startswith(ns + "."):
             names.add(name)
     return names
 

@@ -10,6 +10,8 @@ import uuid
 
 import pytest
 
+from harness import launcher
+
 from client import HOST_A, HOST_B, KEY_A, KEY_B, assert_openai_error, call, chat_body
 from conftest import demo_config
 from harness.launcher import Topology
@@ -254,8 +256,9 @@ def test_bootstrap_strips_payload_header_before_jwt_authn(jwt_gw):
         text = f.read()
     strip = text.index("envoy.filters.http.header_mutation")
     jwt = text.index("envoy.filters.http.jwt_authn")
-    wasm = text.index("envoy.filters.http.wasm")
-    assert strip < jwt < wasm
+    ours = "envoy.filters.http.dynamic_modules" if launcher.host() == "native" else "envoy.filters.http.wasm"
+    filt = text.index(ours)
+    assert strip < jwt < filt
     assert '- remove: "x-jwt-payload"' in text
     assert "allow_missing_or_failed" in text
 

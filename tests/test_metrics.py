@@ -150,6 +150,7 @@ def test_denials_are_counted_by_reason_and_kind(run):
     assert m["ai_gateway_quota_rejections_total"] == {("tenant-b", "requests"): 2.0}
 
 
+@pytest.mark.wasm_only("a native module has no VM and no linear memory to report")
 def test_each_vm_reports_its_linear_memory(run):
     topo, _, _, m = run
     active = [l for l in topo.admin("/stats?filter=wasm.envoy.wasm.runtime.v8.active").splitlines() if l]
@@ -178,6 +179,7 @@ def test_random_models_and_keys_create_no_series(run):
     assert "random-model-" not in text and "sk-random-" not in text
 
 
+@pytest.mark.wasm_only("a native module has no VM and no linear memory to report")
 def test_the_memory_gauge_follows_a_vm_that_grows(run):
     """A 2 MB body makes the VM that reads it grow; its gauge shows that at a later tick
     (100 ms with the demo's header hold). The wait for the tick is bounded."""
