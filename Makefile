@@ -7,6 +7,8 @@ SHELL := /bin/bash
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/ai_gateway_filter.wasm
 MOCK := target/release/mock-llm
+# The native artifact: the same filter as an Envoy 1.40 dynamic module (native/).
+NATIVE := target/release/libai_gateway_native.so
 VENV := .venv
 PY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
@@ -42,11 +44,17 @@ GLOBAL_PLUGIN_CONFIG ?= filters/demo-global.json
 export GATEWAY_PORT ADMIN_PORT PLUGIN_CONFIG LOG_DIR ENVOY_CONCURRENCY MOCK_BASE_PORT \
        REDIS_PORT RLS_PORT GLOBAL_PLUGIN_CONFIG
 
+# Which artifact runs the filter in `make demo` / `make demo-global`: wasm (the Proxy-Wasm
+# module) or native (the dynamic module). `make test` runs the integration suite once
+# per host in HOSTS.
+HOST ?= wasm
+HOSTS ?= wasm native
+
 # Pytest workers are not used: the suite starts its own Envoys and the machine may be
 # small. PYTEST_ARGS lets you narrow a run (make test PYTEST_ARGS='-k quota').
 PYTEST_ARGS ?=
 
-.PHONY: build mock ratelimit wasm-target deps venv apt-deps test unit lint integration demo demo-global dist clean \
+.PHONY: build native mock ratelimit wasm-target deps venv apt-deps test unit lint integration demo demo-global dist clean \
         envoy-yaml bench fuzz manifests image push bench-deps bench-crates meter meter-budgets \
         soak soak-deps bench-global
 
@@ -59,6 +67,10 @@ build: wasm-target
 
 mock:
 	cargo build --release -p mock-llm
+
+native:
+	cargo build --release -p ai-gateway-native
+	@ls -l $(NATIVE) | awk '{print "native module: " $$9 " (" $$5 " bytes)"}'
 
 # The global rate limit service (ratelimit/, a workspace of its own like bench/, so the
 # module's workspace never compiles tokio, tonic or redis), into target/ratelimit.
@@ -117,8 +129,14 @@ lint:
 	cargo fmt $(RATELIMIT_MANIFEST) --all -- --check
 	$(RATELIMIT_CARGO) clippy --locked $(RATELIMIT_MANIFEST) --all-targets -- -D warnings
 
-integration: deps build mock ratelimit
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+# The whole suite once per host: every behaviour is proven on both artifacts.
+INTEGRATION = for h in $(HOSTS); do \
+	  echo "== integration tests on the $$h host"; \
+	  AI_GATEWAY_HOST=$$h $(PY) -m pytest -q tests $(PYTEST_ARGS) || exit 1; \
+	done
+
+integration: deps build native mock ratelimit
+	@$(INTEGRATION)
 
 # Deterministic cost of the built module (meter/README.md): the table, the check against
 # meter/budgets.json, then the host-call sequence tests that need the .wasm (ignored by
@@ -131,16 +149,16 @@ meter: build
 meter-budgets: build
 	cargo run -q -p meter -- --quiet --update-budgets meter/budgets.json
 
-test: deps lint unit build mock ratelimit meter
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+test: deps lint unit build native mock ratelimit meter
+	@$(INTEGRATION)
 
-demo: deps build mock
-	$(PY) envoy-demo/run_demo.py
+demo: deps build native mock
+	AI_GATEWAY_HOST=$(HOST) $(PY) envoy-demo/run_demo.py
 
 # Global quotas across replicas (README, docs/quotas.md): redis-server (apt-deps), the rate
 # limit service and two gateway Envoys sharing the limits of GLOBAL_PLUGIN_CONFIG.
-demo-global: deps build mock ratelimit
-	$(PY) envoy-demo/run_demo_global.py
+demo-global: deps build native mock ratelimit
+	AI_GATEWAY_HOST=$(HOST) $(PY) envoy-demo/run_demo_global.py
 
 # dist/ai-gateway-filter-<version>.wasm and its SHA-256 (sha256sum -c format).
 dist: build

@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-from harness.launcher import ROOT, LaunchError, Topology, port_free
+from harness.launcher import ROOT, LaunchError, Topology, host, port_free
 
 
 def main():
@@ -42,7 +42,7 @@ def main():
     try:
         g = f"http://127.0.0.1:{gw}"
         print(f"""
-ai-gateway-filter demo is up: gateway {g}, admin http://127.0.0.1:{admin}
+ai-gateway-filter demo is up ({host()} module): gateway {g}, admin http://127.0.0.1:{admin}
 logs: {log_dir}/access.log (gateway records), {log_dir}/audit.log (audit records)
 
 # 200: tenant-a chat completion (model routing by body, 90/10 canary)
