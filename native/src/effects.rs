@@ -66,10 +66,5 @@ fn send(s: Stream, reply: &LocalReply) {
         .iter()
         .map(|(k, v)| (*k, v.as_str()))
         .collect();
-    s.send_response(
-        reply.status,
-        &headers,
-        reply.body.as_bytes(),
-        "ai_gateway_filter",
-    );
+    s.send_response(reply.status, &headers, reply.body.as_bytes(), "");
 }

@@ -85,6 +85,8 @@ impl Stream {
         }
     }
 
+    /// A local reply. `details` is Envoy's response code details (empty, as the
+    /// Proxy-Wasm module's replies have them).
     pub fn send_response(self, status: u16, headers: &[(&str, &str)], body: &[u8], details: &str) {
         let mut hs: Vec<ModuleHttpHeader> = headers
             .iter()

@@ -69,7 +69,7 @@ pub fn tick(config: &FilterConfig) {
             (header::REQUEST_ID, request_id.as_str()),
         ];
         match live(id) {
-            Some(s) => s.send_response(408, &headers, body.as_bytes(), "ai_gateway_body_timeout"),
+            Some(s) => s.send_response(408, &headers, body.as_bytes(), ""),
             None => log::debug!("held request {id} had already ended"),
         }
     }
