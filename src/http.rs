@@ -52,16 +52,7 @@ impl Http {
         };
         if let Err(failure) = grpc::dispatch(&call) {
             let req = &mut self.req;
-            let now = worker::with(|w| req.on_quota_answer(w, Err(failure), now_ms, true));
-            if in_callback {
-                plan.flow = now.flow;
-                plan.local_reply = now.local_reply;
-            } else {
-                *plan = Plan {
-                    resume: now.local_reply.is_none(),
-                    ..now
-                };
-            }
+            worker::with(|w| req.on_call_not_sent(w, failure, plan, now_ms, in_callback));
         }
     }
 }

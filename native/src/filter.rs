@@ -77,16 +77,7 @@ impl Filter {
         };
         if let Err(failure) = sent {
             let req = &mut self.req;
-            let now = worker::with(|w| req.on_quota_answer(w, Err(failure), now_ms, true));
-            if in_hook {
-                plan.flow = now.flow;
-                plan.local_reply = now.local_reply;
-            } else {
-                *plan = Plan {
-                    resume: now.local_reply.is_none(),
-                    ..now
-                };
-            }
+            worker::with(|w| req.on_call_not_sent(w, failure, plan, now_ms, in_hook));
         }
     }
 

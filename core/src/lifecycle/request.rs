@@ -417,6 +417,30 @@ impl Request {
         }
     }
 
+    /// The plan's call could not be sent: decided at once as the tenant's policy for an
+    /// unreachable service says, and folded into `plan`. `in_callback`: still inside the
+    /// callback that pauses (the stream goes on or is refused there); otherwise inside a
+    /// call's answer (the paused stream is resumed or refused).
+    pub fn on_call_not_sent(
+        &mut self,
+        w: &mut Worker,
+        failure: CallFailure,
+        plan: &mut Plan,
+        now_ms: u64,
+        in_callback: bool,
+    ) {
+        let now = self.on_quota_answer(w, Err(failure), now_ms, true);
+        if in_callback {
+            plan.flow = now.flow;
+            plan.local_reply = now.local_reply;
+        } else {
+            *plan = Plan {
+                resume: now.local_reply.is_none(),
+                ..now
+            };
+        }
+    }
+
     /// Headers for the upstream: identity, the gateway's request id, no `Accept-Encoding`
     /// on body routes (so usage can be read from the response); the client's credentials
     /// stay at the gateway unless `identity.forward_credentials` is set.
