@@ -27,13 +27,19 @@ def call(gw, path, body=None, host=HOST_A, key=KEY_A, headers=None, method=None,
     return requests.request(m, gw.base_url + path, data=data, headers=h, timeout=timeout, stream=stream)
 
 
-def assert_openai_error(resp, status, code=None):
+# `code` left out: not checked (None checks for OpenAI's `"code": null`).
+ANY = object()
+
+
+def assert_openai_error(resp, status, code=ANY, type=None):
     assert resp.status_code == status, (resp.status_code, resp.text)
     assert resp.headers.get("content-type", "").startswith("application/json")
     err = resp.json()["error"]
     assert isinstance(err["message"], str) and err["message"]
     assert isinstance(err["type"], str) and err["type"]
     assert "code" in err
-    if code is not None:
+    if code is not ANY:
         assert err["code"] == code, err
+    if type is not None:
+        assert err["type"] == type, err
     return err

@@ -133,7 +133,7 @@ KINDS = {
     "deny_route": (("POST", CHAT, HOST_B, {"x-api-key": KEY_B}, chat_body()), "deny",
                    "route_forbidden", 403),
     "deny_model": (("POST", EMB, HOST_B, {"x-api-key": KEY_B},
-                    {"model": "llama3-8b", "input": "x"}), "deny", "model_forbidden", 403),
+                    {"model": "llama3-8b", "input": "x"}), "deny", "model_forbidden", 404),
     "deny_body": (("POST", CHAT, HOST_A, {"x-api-key": KEY_A}, {"messages": "no model"}), "deny",
                   "invalid_body", 400),
 }
@@ -292,7 +292,7 @@ def test_canaries_appear_in_no_log_and_no_stat():
                         {"x-api-key": key_canary, "Authorization": f"Bearer {KEY_A}"}):
             assert go("POST", CHAT, headers, chat_body(prompt)).status_code == 401
         assert go("POST", CHAT, auth, chat_body(prompt), h=HOST_A).status_code == 403
-        assert go("POST", CHAT, auth, chat_body(prompt, model="no-such-model")).status_code == 403
+        assert go("POST", CHAT, auth, chat_body(prompt, model="no-such-model")).status_code == 404
         assert go("POST", CHAT, auth, raw='{"model": "llama3-8b", "messages": "' + prompt
                   ).status_code == 400
         assert go("POST", CHAT, auth, {"model": "llama3-8b", "messages": prompt}

@@ -145,7 +145,7 @@ def test_a_route_serving_another_method_still_parses_its_body():
         cfg["routes"][0]["methods"] = ["POST", "DELETE"]
     with Topology(plugin_config=config(edit), concurrency=1) as topo:
         r = call(topo, CHAT, chat_body(model="gpt-4o"), method="DELETE")
-        assert r.status_code == 403, r.text  # the model allowlist applied
+        assert r.status_code == 404, r.text  # the model allowlist applied (model_not_found)
         # An allowed model goes on, authorised and routed by model (the mock itself
         # serves no DELETE and says so).
         r = call(topo, CHAT, chat_body(), method="DELETE")
@@ -273,7 +273,7 @@ def test_max_in_flight_is_exact_across_workers_and_released_on_every_end(gw):
         statuses = sorted(s for s, _, _ in out)
         assert statuses == [200, 200] + [429] * 6, statuses
         refused = [json.loads(b)["error"] for s, _, b in out if s == 429]
-        assert {e["code"] for e in refused} == {"too_many_requests_in_flight"}
+        assert {(e["type"], e["code"]) for e in refused} == {("requests", "too_many_requests_in_flight")}
         assert all(h["retry-after"] == "1" for s, h, _ in out if s == 429)
     # Aborted requests give their slots back too.
     socks = []
@@ -309,8 +309,8 @@ def test_max_streams_limits_streams_within_in_flight(gw):
     out = slow_requests(gw, 4, stream=True)
     statuses = sorted(s for s, _, _ in out)
     assert statuses == [200] + [429] * 3, statuses
-    codes = {json.loads(b)["error"]["code"] for s, _, b in out if s == 429}
-    assert codes == {"too_many_streams"}
+    codes = {(json.loads(b)["error"]["type"], json.loads(b)["error"]["code"]) for s, _, b in out if s == 429}
+    assert codes == {("requests", "too_many_streams")}
 
 
 def test_concurrency_refusals_are_counted(gw):

@@ -292,7 +292,7 @@ def test_bad_plugin_config_push_is_refused_and_the_old_one_keeps_serving(make_ga
         if expect == 200:
             assert r.status_code == 200, r.text
         else:
-            assert_openai_error(r, expect, "invalid_credentials")
+            assert_openai_error(r, expect, "invalid_api_key")
         return r
 
     ask(KEY_A, 200)

@@ -134,7 +134,7 @@ def assert_quota_refusal(status, body, kind):
     """The 429 of a quota refusal, OpenAI-shaped, naming the exhausted kind."""
     assert status == 429, (status, body)
     err = error_of(body)
-    assert (err["type"], err["code"]) == ("rate_limit_exceeded", "rate_limit_exceeded"), err
+    assert (err["type"], err["code"]) == (kind, "rate_limit_exceeded"), err
     assert kind in err["message"], err
 
 

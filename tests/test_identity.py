@@ -74,6 +74,16 @@ def received(resp_headers):
 # ---------------------------------------------------------------------------------------
 # Each denial reason: status, OpenAI-shaped body, WWW-Authenticate on 401, one audit record.
 
+# What the client sees for each reason (OpenAI's status, `type` and `code`).
+CLIENT_ERROR = {
+    "missing_credentials": (401, "invalid_request_error", None),
+    "invalid_credentials": (401, "invalid_request_error", "invalid_api_key"),
+    "conflicting_credentials": (401, "invalid_request_error", "conflicting_credentials"),
+    "host_mismatch": (403, "request_forbidden", "host_mismatch"),
+    "route_forbidden": (403, "request_forbidden", "route_forbidden"),
+    "model_forbidden": (404, "invalid_request_error", "model_not_found"),
+}
+
 DENIALS = [
     # name, path, body, host, headers, status, reason
     ("missing", PATH_CHAT, chat_body(), HOST_A, {}, 401, "missing_credentials"),
@@ -85,7 +95,7 @@ DENIALS = [
     ("route_forbidden", PATH_CHAT, chat_body(), HOST_B, {"x-api-key": KEY_B}, 403,
      "route_forbidden"),
     ("model_forbidden", PATH_EMB, embed_body(model="llama3-8b"), HOST_B, {"x-api-key": KEY_B},
-     403, "model_forbidden"),
+     404, "model_forbidden"),
 ]
 
 
@@ -95,8 +105,9 @@ def test_denial_reason(demo, name, path, body, host, headers, status, reason):
     request_id = rid()
     r = call(demo, path, body, host=host, key=None,
              headers={**headers, "x-request-id": request_id})
-    err = assert_openai_error(r, status, reason)
-    assert err["type"] == ("authentication_error" if status == 401 else "permission_error")
+    want_status, want_type, want_code = CLIENT_ERROR[reason]
+    assert want_status == status
+    err = assert_openai_error(r, status, want_code, type=want_type)
     assert err["param"] is None
     if status == 401:
         assert r.headers["www-authenticate"].startswith("Bearer realm=")
@@ -109,7 +120,7 @@ def test_denial_reason(demo, name, path, body, host, headers, status, reason):
     assert a["http_status"] == status
     assert a["model_route"] is None
     assert a["sensitive_payload_logged"] is False
-    if status == 403:
+    if status in (403, 404):
         # Authenticated: the record says who was refused.
         assert a["tenant"] == "tenant-b" and a["subject"] == "svc:batch-jobs"
     else:
@@ -152,7 +163,7 @@ def test_repeated_authorization_headers(demo):
                                  [("Host", HOST_A), ("Authorization", f"Bearer {KEY_A}"),
                                   ("Authorization", f"Bearer {second}")])
         assert status == 401, body
-        assert json.loads(body)["error"]["code"] == "invalid_credentials"
+        assert json.loads(body)["error"]["code"] == "invalid_api_key"
         assert "www-authenticate" in hdrs
 
 
@@ -176,14 +187,14 @@ def test_credential_spellings(demo, name, value, ok):
         assert status == 200, body
     else:
         assert status == 401, body
-        assert json.loads(body)["error"]["code"] == "invalid_credentials"
+        assert json.loads(body)["error"]["code"] == "invalid_api_key"
 
 
 def test_empty_authorization_header(demo):
     # An empty header line may be dropped on the way; either way it is never accepted.
     status, _, body = raw(demo, "GET", "/v1/models", [("Host", HOST_A), ("Authorization", "")])
     assert status == 401
-    assert json.loads(body)["error"]["code"] in ("invalid_credentials", "missing_credentials")
+    assert json.loads(body)["error"]["code"] in ("invalid_api_key", None)
 
 
 def test_client_identity_headers_are_replaced(demo):
@@ -204,7 +215,7 @@ def test_forged_jwt_payload_without_jwt_config_is_ignored(demo):
     # The demo configuration reads no JWT payload, so the header is just a header.
     forged = base64.urlsafe_b64encode(b'{"tenant":"tenant-a","sub":"mallory"}').decode().rstrip("=")
     status, _, body = raw(demo, "GET", "/v1/models", [("Host", HOST_A), ("x-jwt-payload", forged)])
-    assert status == 401 and json.loads(body)["error"]["code"] == "missing_credentials"
+    assert status == 401 and json.loads(body)["error"]["code"] is None
 
 
 def test_path_tricks_do_not_escape_the_route_allowlist(demo):
@@ -295,7 +306,7 @@ def test_bad_jwt_is_401_from_the_filter(jwt_gw, signing_key, case):
     request_id = rid()
     r = call(jwt_gw, "/v1/models", key=None,
              headers={"Authorization": f"Bearer {t}", "x-request-id": request_id})
-    assert_openai_error(r, 401, "invalid_credentials")
+    assert_openai_error(r, 401, "invalid_api_key")
     assert r.headers["www-authenticate"].startswith("Bearer")
     a = one_audit(jwt_gw, request_id)
     assert (a["decision"], a["reason"], a["tenant"]) == ("deny", "invalid_credentials", None)
@@ -329,7 +340,7 @@ def test_forged_payload_header_alone(jwt_gw):
     status, _, body = raw(jwt_gw, "GET", "/v1/models",
                           [("Host", HOST_A), ("x-jwt-payload", forged_payload("tenant-a")),
                            ("x-request-id", request_id)])
-    assert status == 401 and json.loads(body)["error"]["code"] == "missing_credentials"
+    assert status == 401 and json.loads(body)["error"]["code"] is None
     assert one_audit(jwt_gw, request_id)["reason"] == "missing_credentials"
 
 
@@ -391,7 +402,7 @@ def test_jwt_authn_itself_drops_a_client_payload_header(signing_key, tmp_path):
     with EditedTopology(no_strip_narrow_rule, plugin_config=jwt_config(), jwt_jwks=jwks) as gw:
         status, _, body = raw(gw, "GET", "/v1/models",
                               [("Host", HOST_A), ("x-jwt-payload", forged_payload("tenant-a"))])
-        assert status == 401 and json.loads(body)["error"]["code"] == "missing_credentials"
+        assert status == 401 and json.loads(body)["error"]["code"] is None
         t = token(signing_key, tenant="tenant-a", sub="alice")
         status, hdrs, body = raw(gw, "POST", PATH_CHAT,
                                  [("Host", HOST_A), ("Authorization", f"Bearer {t}"),
@@ -410,7 +421,7 @@ def test_payload_header_stripped_even_without_jwt_authn():
         assert "jwt_authn" not in text and '- remove: "x-jwt-payload"' in text
         status, _, body = raw(gw, "GET", "/v1/models",
                               [("Host", HOST_A), ("x-jwt-payload", forged_payload("tenant-a"))])
-        assert status == 401 and json.loads(body)["error"]["code"] == "missing_credentials"
+        assert status == 401 and json.loads(body)["error"]["code"] is None
 
 
 def test_control_without_the_strip_a_forged_payload_would_pass():

@@ -50,7 +50,7 @@ def test_requests_flow_and_route_by_path(gw):
 
 def test_body_rules_are_still_enforced(gw):
     r = call(gw, CHAT, chat_body(model="gpt-4o"), timeout=10)
-    assert_openai_error(r, 403, "model_forbidden")
+    assert_openai_error(r, 404, "model_not_found")
     r = call(gw, CHAT, raw='{"model":"llama3-8b","messages":"x"}', timeout=10)
     assert_openai_error(r, 400, "invalid_type")
     r = call(gw, CHAT, raw="", timeout=10)

@@ -277,18 +277,20 @@ def demo_upstream_total(gw):
     return sum(counters(gw, r"^cluster\..*\.upstream_rq_total$").values())
 
 
-def test_model_allowlists_are_403(demo):
-    rid = new_rid("m403")
+def test_unknown_and_not_allowed_models_are_one_404(demo):
+    rid = new_rid("m404")
     r = call(demo, CHAT, chat_body(model="gpt-4o"), headers=rid_headers(rid))
-    assert_openai_error(r, 403, "model_forbidden")
+    err = assert_openai_error(r, 404, "model_not_found", type="invalid_request_error")
+    assert err["message"] == "The model `gpt-4o` does not exist or you do not have access to it."
     rec, audit = record_for(demo, rid)
     assert rec["model"] == "gpt-4o" and rec["model_route"] is None
     assert audit["reason"] == "model_forbidden"
     # tenant-b may use bge-small only.
-    rid = new_rid("m403b")
+    rid = new_rid("m404b")
     r = call(demo, "/v1/embeddings", {"model": "llama3-8b", "input": "x"}, host=HOST_B, key=KEY_B,
              headers=rid_headers(rid))
-    assert_openai_error(r, 403, "model_forbidden")
+    err = assert_openai_error(r, 404, "model_not_found", type="invalid_request_error")
+    assert err["message"] == "The model `llama3-8b` does not exist or you do not have access to it."
     r = call(demo, "/v1/embeddings", {"model": "bge-small", "input": "x"}, host=HOST_B, key=KEY_B)
     assert r.status_code == 200
 

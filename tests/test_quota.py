@@ -97,7 +97,7 @@ def assert_quota_refusal(status, headers, body, kind):
     assert status == 429, (status, body)
     assert headers["content-type"].startswith("application/json")
     err = json.loads(body)["error"]
-    assert err["type"] == "rate_limit_exceeded" and err["code"] == "rate_limit_exceeded", err
+    assert err["type"] == kind and err["code"] == "rate_limit_exceeded", err
     assert kind in err["message"], err
     return check_retry_headers(headers)
 

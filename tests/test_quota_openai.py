@@ -77,7 +77,7 @@ def test_rate_limit_error_then_success_after_waiting(gw):
     client = sdk(gw, "sdk-req")
     e = until_refused(client)
     assert e.status_code == 429
-    assert e.code == "rate_limit_exceeded" and e.type == "rate_limit_exceeded", e.body
+    assert e.code == "rate_limit_exceeded" and e.type == "requests", e.body
     assert "requests" in e.message
     h = e.response.headers
     ms = check_retry_headers(h)

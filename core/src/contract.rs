@@ -2,8 +2,10 @@
 //! reads or writes is defined here once. Access-log formats, dashboards and recording
 //! rules depend on these spellings; change them only with a version bump (see README).
 
-/// Version of the filter-state / log contract. Bumped on any incompatible change.
-pub const CONTRACT_VERSION: u32 = 4;
+/// Version of the public contract (filter state, records, headers, metrics and the
+/// refusals' error bodies). Bumped on any incompatible change; version 5 made the error
+/// bodies OpenAI's (`deny.rs`, docs/contract.md "Refusals").
+pub const CONTRACT_VERSION: u32 = 5;
 
 /// Every field of the gateway record (`wasm.ai.record`), in order: the gateway
 /// log contract plus `model`, `traffic_class`, `usage_estimated`, `prompt_sha256`,

@@ -152,9 +152,19 @@ fn unknown_key_is_invalid_and_no_credentials_is_missing() {
         reason(who(&c, &[("x-other", "sk-a")])),
         "missing_credentials"
     );
+    // OpenAI's answers: a missing key has `code: null`, an unknown one `invalid_api_key`,
+    // and neither repeats any part of what was sent.
     let d = who(&c, &[]).unwrap_err();
-    assert_eq!(d.status, 401);
-    assert_eq!(d.error_type, "authentication_error");
+    assert_eq!(
+        (d.status, d.error_type, d.code),
+        (401, "invalid_request_error", None)
+    );
+    let d = who(&c, &[("x-api-key", "sk-nope")]).unwrap_err();
+    assert_eq!(
+        (d.status, d.error_type, d.code),
+        (401, "invalid_request_error", Some("invalid_api_key"))
+    );
+    assert!(!d.body().contains("nope"), "{}", d.body());
 }
 
 #[test]
@@ -709,7 +719,10 @@ fn valid_key_on_another_tenants_host_is_refused() {
         let id = identify(&c, &h(&[("x-api-key", "sk-a")]), None).unwrap();
         check_host(&c, &id, HOST_B).unwrap_err()
     };
-    assert_eq!((d.status, d.error_type), (403, "permission_error"));
+    assert_eq!(
+        (d.status, d.error_type, d.code),
+        (403, "request_forbidden", Some("host_mismatch"))
+    );
 }
 
 #[test]
@@ -907,7 +920,10 @@ fn route_allowlist() {
         HeadersAction::Deny(d) => d,
         other => panic!("expected a denial, got {other:?}"),
     };
-    assert_eq!((d.status, d.error_type), (403, "permission_error"));
+    assert_eq!(
+        (d.status, d.error_type, d.code),
+        (403, "request_forbidden", Some("route_forbidden"))
+    );
 }
 
 #[test]
@@ -1021,8 +1037,16 @@ fn model_allowlist() {
     ] {
         match body_action(&c, path, host, key, &body) {
             BodyAction::Deny(d) => {
-                assert_eq!((d.status, d.reason), (403, "model_forbidden"), "{body}");
-                assert!(!d.body().contains("gpt-unknown"));
+                assert_eq!((d.status, d.reason), (404, "model_forbidden"), "{body}");
+                assert_eq!(d.code, Some("model_not_found"));
+                // Unknown or not allowed, the answer has the same shape.
+                assert!(
+                    d.message.starts_with("The model `")
+                        && d.message
+                            .ends_with("` does not exist or you do not have access to it."),
+                    "{}",
+                    d.message
+                );
             }
             other => panic!("expected model_forbidden for {body}, got {other:?}"),
         }

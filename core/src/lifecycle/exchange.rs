@@ -287,6 +287,7 @@ impl Exchange {
         if !head.has_body {
             return Err(Denial::invalid_body(
                 "empty_body",
+                None,
                 "The request body is empty; a JSON object is required.",
             ));
         }
@@ -345,7 +346,7 @@ impl Exchange {
             return Ok(BodyDecision::default());
         };
         let parsed = request::parse_request(api, body)
-            .map_err(|e| Denial::invalid_body(e.code(), &e.message()))?;
+            .map_err(|e| Denial::invalid_body(e.code(), e.field, &e.message()))?;
         self.model = Some(sanitize(&parsed.model, 128));
         self.stream = Some(parsed.stream);
         self.estimated_prompt_tokens = Some(parsed.estimated_prompt_tokens);
@@ -367,7 +368,8 @@ impl Exchange {
         self.fingerprint(cfg, &parsed);
 
         // Model authorization: with a model table, unknown models are refused here rather
-        // than left for a routing miss, and the tenant allowlist applies.
+        // than left for a routing miss, and the tenant allowlist applies. Both get the
+        // same answer, so a caller cannot tell a model that exists from one that does not.
         let known = cfg.models.contains_key(parsed.model.as_ref());
         self.known_model = known;
         let tenant = self
@@ -376,7 +378,7 @@ impl Exchange {
             .and_then(|id| cfg.tenant(id.tenant))
             .ok_or_else(Denial::invalid_credentials)?;
         if (!cfg.models.is_empty() && !known) || !tenant.may_use_model(&parsed.model) {
-            return Err(Denial::model_forbidden(known));
+            return Err(Denial::model_forbidden(&parsed.model));
         }
 
         let mut decision = BodyDecision::default();

@@ -105,7 +105,7 @@ fn a_reservation_above_what_is_left_is_refused_with_insufficient_quota() {
     let (q, _, r) = admit(&cfg, &store, NOON + 5);
     let (d, headers) = r.unwrap_err();
     assert_eq!(
-        (d.status, d.reason, d.error_type, d.code.as_str()),
+        (d.status, d.reason, d.error_type, d.code.unwrap_or_default()),
         (
             429,
             "budget_exceeded",

@@ -252,7 +252,7 @@ fn post_without_body_is_400_empty_body() {
     let HeadersAction::Deny(d) = on_headers(&c, &mut ex, &r) else {
         panic!("expected a denial")
     };
-    assert_eq!((d.status, d.code.as_str()), (400, "empty_body"));
+    assert_eq!((d.status, d.code), (400, Some("empty_body")));
     assert_eq!(ex.denial, Some(d));
 }
 
@@ -268,7 +268,7 @@ fn content_length_over_the_limit_is_413_before_buffering() {
         panic!("expected a denial")
     };
     assert_eq!((d.status, d.reason), (413, "body_too_large"));
-    assert_eq!(d.code, "request_too_large");
+    assert_eq!(d.code, Some("request_too_large"));
 
     // Exactly at the limit is fine.
     let mut ex = Exchange::new(0);
@@ -433,7 +433,7 @@ fn model_header_can_be_turned_off() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 400 / 403 decisions
+// 400 / 403 / 404 decisions
 
 #[test]
 fn malformed_bodies_are_400_with_a_precise_code() {
@@ -472,7 +472,7 @@ fn malformed_bodies_are_400_with_a_precise_code() {
     for (path, body, code) in cases {
         let (ex, out) = send(&c, &Req::post(path), body);
         let d = denial(out);
-        assert_eq!((d.status, d.code.as_str()), (400, code), "{path} {body:?}");
+        assert_eq!((d.status, d.code), (400, Some(code)), "{path} {body:?}");
         assert_eq!(d.reason, "invalid_body");
         assert_eq!(ex.denial.as_ref(), Some(&d));
         // The client gets an OpenAI-shaped error that names no body content.
@@ -483,19 +483,26 @@ fn malformed_bodies_are_400_with_a_precise_code() {
 }
 
 #[test]
-fn unknown_model_is_403_model_forbidden() {
+fn unknown_model_is_404_model_not_found() {
     let c = cfg();
     let (ex, out) = send_json(&c, "/v1/chat/completions", &chat("gpt-4o", json!({})));
     let d = denial(out);
-    assert_eq!((d.status, d.reason), (403, "model_forbidden"));
-    assert!(d.message.contains("does not exist"));
+    assert_eq!((d.status, d.reason), (404, "model_forbidden"));
+    assert_eq!(
+        (d.error_type, d.code),
+        ("invalid_request_error", Some("model_not_found"))
+    );
+    assert_eq!(
+        d.message,
+        "The model `gpt-4o` does not exist or you do not have access to it."
+    );
     assert!(!ex.known_model);
     // The record still names the (sanitized) model the client asked for.
     assert_eq!(ex.model.as_deref(), Some("gpt-4o"));
 }
 
 #[test]
-fn tenant_allowlist_is_403_model_forbidden() {
+fn tenant_allowlist_is_404_model_not_found_like_an_unknown_model() {
     let c = cfg();
     let r = Req {
         key: KEY_B,
@@ -504,9 +511,16 @@ fn tenant_allowlist_is_403_model_forbidden() {
     };
     let (ex, out) = send(&c, &r, br#"{"model":"llama3-8b","input":"x"}"#);
     let d = denial(out);
-    assert_eq!((d.status, d.reason), (403, "model_forbidden"));
-    assert!(d.message.contains("may not use"));
+    assert_eq!((d.status, d.reason), (404, "model_forbidden"));
     assert!(ex.known_model);
+    // The same answer as for a model nobody serves: nothing tells the two apart.
+    let (_, unknown) = send(&c, &r, br#"{"model":"llama3-9b","input":"x"}"#);
+    let u = denial(unknown);
+    assert_eq!(
+        d.body().replace("llama3-8b", "M"),
+        u.body().replace("llama3-9b", "M")
+    );
+    assert_eq!((u.status, u.reason, u.code), (d.status, d.reason, d.code));
     let (_, out) = send(&c, &r, br#"{"model":"bge-small","input":"x"}"#);
     assert!(matches!(out, BodyAction::Continue(_)));
 }
@@ -1069,7 +1083,7 @@ fn record_of_a_denied_request_has_nulls_for_the_unknown() {
     let (rec, audit) = ex.records(
         &c,
         &End {
-            status: Some(403),
+            status: Some(404),
             ..served_end(1_005)
         },
     );

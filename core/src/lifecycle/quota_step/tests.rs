@@ -264,7 +264,7 @@ fn the_true_upper_bound_is_refused_outright_when_over_the_burst() {
     let body = four_prompts(json!({"max_tokens": 90, "n": 2, "best_of": 3}));
     let (d, headers) = try_one(&cfg, &store, path, body).unwrap_err();
     assert_eq!((d.status, d.reason), (400, "quota_tokens"));
-    assert_eq!(d.code, "quota_exceeds_burst");
+    assert_eq!(d.code, Some("quota_exceeds_burst"));
     assert!(
         d.message.contains("1084") && d.message.contains("1000"),
         "{}",
@@ -476,7 +476,7 @@ fn batch_request_larger_than_its_share_is_refused_outright() {
     // 60 > the 50 batch may ever hold: a 400, not a 429 to retry forever.
     let (d, _) = try_one(&cfg, &store, "/v1/embeddings", embeddings(60)).unwrap_err();
     assert_eq!((d.status, d.reason), (400, "quota_tokens"));
-    assert_eq!(d.code, "quota_exceeds_burst");
+    assert_eq!(d.code, Some("quota_exceeds_burst"));
     assert!(
         d.message.contains("60") && d.message.contains("50"),
         "{}",
@@ -509,15 +509,16 @@ fn request_bucket_refusal_is_a_429_with_retry_after() {
     let (d, h) = q.reserve(&cfg, &ex, &store, 1_250, stage).unwrap_err();
     assert_eq!(d.status, 429);
     assert_eq!(d.reason, "quota_requests");
-    assert_eq!(d.error_type, "rate_limit_exceeded");
-    assert_eq!(d.code, "rate_limit_exceeded");
+    assert_eq!(d.error_type, "requests");
+    assert_eq!(d.code, Some("rate_limit_exceeded"));
     assert!(
         d.message.contains("requests") && d.message.contains("tenant-a"),
         "{}",
         d.message
     );
     let body: Value = serde_json::from_str(&d.body()).unwrap();
-    assert_eq!(body["error"]["type"], "rate_limit_exceeded");
+    assert_eq!(body["error"]["type"], "requests");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
     // 250 ms of the 1000 ms per request already elapsed.
     assert_eq!(header(&h, "retry-after-ms"), Some("750"));
     assert_eq!(header(&h, "retry-after"), Some("1"));
