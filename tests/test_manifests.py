@@ -281,6 +281,24 @@ def test_strict_validation_catches_typos():
     epp = copy.deepcopy(one(objs, "EnvoyPatchPolicy"))
     del epp["spec"]["jsonPatches"][0]["operation"]["op"]
     assert any("op" in e for e in crd_errors(epp))
+    native = objects_in(EG_NATIVE)
+    ep = copy.deepcopy(one(native, "EnvoyProxy"))
+    ep["spec"]["dynamicModules"][0]["source"]["type"] = "File"
+    assert crd_errors(ep)
+    ep = copy.deepcopy(one(native, "EnvoyProxy"))
+    ep["spec"]["dynamicModules"][0]["name"] = "ai_gateway_native"  # no '_' in the name
+    assert crd_errors(ep)
+    ep = copy.deepcopy(one(native, "EnvoyProxy"))
+    ep["spec"]["dynamicModules"][0]["doNotclose"] = True
+    assert any("doNotclose" in e for e in crd_errors(ep))
+    eep = copy.deepcopy(one(native, "EnvoyExtensionPolicy"))
+    eep["spec"]["dynamicModule"][0]["filtername"] = "ai-gateway-filter"
+    assert any("filtername" in e for e in crd_errors(eep))
+    # The plugin configuration is free-form to the CRD (x-kubernetes-preserve-unknown-
+    # fields): filters/config.schema.json checks it (test_config_schema.py).
+    eep = copy.deepcopy(one(native, "EnvoyExtensionPolicy"))
+    eep["spec"]["dynamicModule"][0]["config"]["tenantz"] = []
+    assert crd_errors(eep) == [] and schema_errors(eep["spec"]["dynamicModule"][0]["config"])
 
 
 def cel_rule_messages(kind):
