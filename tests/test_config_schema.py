@@ -2,7 +2,8 @@
 
 1. The schema is a valid draft 2020-12 schema, and every example configuration in the repo
    (filters/demo.json, filters/demo-global.json and every pluginConfig / config embedded in filters/istio and
-   filters/envoy-gateway) validates against it and is accepted by the filter.
+   filters/envoy-gateway, the native module's EnvoyExtensionPolicy included) validates against it and is
+   accepted by the filter.
 2. On a set of valid and invalid samples (wrong types, unknown fields at every level,
    missing required fields, bad enum values, out-of-range numbers, nulls), the schema and
    the Rust parser agree exactly.
@@ -131,8 +132,9 @@ def embedded_configs():
     """(label, config) for every plugin configuration embedded in a manifest.
 
     WasmPlugin spec.pluginConfig, TrafficExtension spec.wasm.pluginConfig,
-    EnvoyExtensionPolicy spec.wasm[].config, and the Wasm
-    filter `configuration` (a JSON string) of an EnvoyFilter EXTENSION_CONFIG patch.
+    EnvoyExtensionPolicy spec.wasm[].config and spec.dynamicModule[].config (the native
+    module's), and the Wasm filter `configuration` (a JSON string) of an EnvoyFilter
+    EXTENSION_CONFIG patch.
     """
     found = []
     for path in manifest_files():
@@ -149,6 +151,9 @@ def embedded_configs():
                 for i, w in enumerate(spec.get("wasm") or []):
                     if "config" in w:
                         found.append((f"{rel}: EnvoyExtensionPolicy {name} wasm[{i}].config", w["config"]))
+                for i, m in enumerate(spec.get("dynamicModule") or []):
+                    if "config" in m:
+                        found.append((f"{rel}: EnvoyExtensionPolicy {name} dynamicModule[{i}].config", m["config"]))
             elif kind == "EnvoyFilter":
                 for i, p in enumerate(spec.get("configPatches") or []):
                     value = (p.get("patch") or {}).get("value") or {}
@@ -179,6 +184,10 @@ def test_manifests_embed_plugin_configurations():
     labels = [label for label, _ in embedded_configs()]
     kinds = {label.split(": ")[1].split()[0] for label in labels}
     assert kinds == {"WasmPlugin", "TrafficExtension", "EnvoyExtensionPolicy", "EnvoyFilter"}, labels
+    # The native module's policy (filters/envoy-gateway/native/) carries one too.
+    assert [label for label in labels if "dynamicModule[" in label] == [
+        "filters/envoy-gateway/native/50-extension-policy.yaml: EnvoyExtensionPolicy ai-gateway-filter "
+        "dynamicModule[0].config"], labels
 
 
 def test_every_example_configuration_validates_and_is_accepted():

@@ -18,10 +18,18 @@
 - The Envoy Gateway model-routing EnvoyPatchPolicy targets the listener and the Wasm
   filter Envoy Gateway generates for the EnvoyExtensionPolicy, and its JSON patch,
   applied to that filter, sets allow_on_headers_stop_iteration.
+- The native module on Envoy Gateway (filters/envoy-gateway/native): the EnvoyProxy
+  replaces the Gateway's (same name), registers the module the policy names, loads it
+  from the path the Dockerfile puts it at, in an Envoy image of the release the module
+  is built for (the Makefile's ENVOY_VERSION); the policy replaces the Wasm one and
+  carries the same configuration as the Wasm model-routing policy.
 - The module runs in a real Envoy configured the way Istio translates the WasmPlugin
   (and the TrafficExtension), the way Envoy Gateway translates the EnvoyExtensionPolicy
   (with and without the patch), and with the Wasm filter of the model-routing
-  EnvoyFilter (model routing works only with the EnvoyFilter and the patched policy).
+  EnvoyFilter (model routing works only with the EnvoyFilter and the patched policy);
+  the native module runs the way Envoy Gateway translates its EnvoyExtensionPolicy and
+  EnvoyProxy (disabled in the connection manager, enabled per route, loaded by path),
+  and routes by model without any patch.
 - envoy-demo/envoy.yaml (the func-e bootstrap) validates from the repository root and
   equals a fresh `make envoy-yaml`.
 - filters/ratelimit (the global rate limit service and its Redis): built-in kinds only,
@@ -52,9 +60,11 @@ from test_config_schema import (
 CRD_DIR = os.path.normpath(os.path.join(ROOT, "..", "shared", "crds"))
 ISTIO = os.path.join(ROOT, "filters", "istio")
 EG = os.path.join(ROOT, "filters", "envoy-gateway")
+EG_NATIVE = os.path.join(EG, "native")
 PLACEHOLDER = "0" * 64
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue"
+DYNAMIC_MODULE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 SALT_SECRET = ("ai-gateway-fingerprint-salt", "salt")
 
 # Kinds with no CRD in ../shared/crds: checked structurally by check_builtin().
@@ -271,6 +281,24 @@ def test_strict_validation_catches_typos():
     epp = copy.deepcopy(one(objs, "EnvoyPatchPolicy"))
     del epp["spec"]["jsonPatches"][0]["operation"]["op"]
     assert any("op" in e for e in crd_errors(epp))
+    native = objects_in(EG_NATIVE)
+    ep = copy.deepcopy(one(native, "EnvoyProxy"))
+    ep["spec"]["dynamicModules"][0]["source"]["type"] = "File"
+    assert crd_errors(ep)
+    ep = copy.deepcopy(one(native, "EnvoyProxy"))
+    ep["spec"]["dynamicModules"][0]["name"] = "ai_gateway_native"  # no '_' in the name
+    assert crd_errors(ep)
+    ep = copy.deepcopy(one(native, "EnvoyProxy"))
+    ep["spec"]["dynamicModules"][0]["doNotclose"] = True
+    assert any("doNotclose" in e for e in crd_errors(ep))
+    eep = copy.deepcopy(one(native, "EnvoyExtensionPolicy"))
+    eep["spec"]["dynamicModule"][0]["filtername"] = "ai-gateway-filter"
+    assert any("filtername" in e for e in crd_errors(eep))
+    # The plugin configuration is free-form to the CRD (x-kubernetes-preserve-unknown-
+    # fields): filters/config.schema.json checks it (test_config_schema.py).
+    eep = copy.deepcopy(one(native, "EnvoyExtensionPolicy"))
+    eep["spec"]["dynamicModule"][0]["config"]["tenantz"] = []
+    assert crd_errors(eep) == [] and schema_errors(eep["spec"]["dynamicModule"][0]["config"])
 
 
 def cel_rule_messages(kind):
@@ -291,6 +319,26 @@ def cel_rule_messages(kind):
         if k == kind:
             walk(crd["schema"])
     return msgs
+
+
+def cel_rule_text(kind, message):
+    """The CEL expression of the one rule with this message in a kind's schema."""
+    found = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            found.update(r["rule"] for r in node.get("x-kubernetes-validations", []) if r["message"] == message)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for (api, k), crd in crds().items():
+        if k == kind:
+            walk(crd["schema"])
+    assert len(found) == 1, (kind, message, found)
+    return found.pop()
 
 
 def test_cel_rules_of_the_fields_used_hold():
@@ -343,13 +391,37 @@ def test_cel_rules_of_the_fields_used_hold():
              ("targetRef" in s) != ("targetRefs" in s))
         rule("EnvoyExtensionPolicy", "this policy can only have a targetRefs[*].group of gateway.networking.k8s.io",
              all(r["group"] == "gateway.networking.k8s.io" for r in s["targetRefs"]))
-        for w in s["wasm"]:
+        assert ("wasm" in s) != ("dynamicModule" in s), "one form of the filter per policy"
+        for w in s.get("wasm", []):
             code = w["code"]
             rule("EnvoyExtensionPolicy", "If type is HTTP, http field needs to be set.",
                  (code["type"] == "HTTP") == ("http" in code))
             rule("EnvoyExtensionPolicy", "If type is Image, image field needs to be set.",
                  (code["type"] == "Image") == ("image" in code))
-    assert len(checked) >= 22
+    for ep in find(objs, "EnvoyProxy"):
+        s = ep["spec"]
+        k8s = s["provider"]["kubernetes"]
+        rule("EnvoyProxy", "only one of envoyDeployment or envoyDaemonSet can be specified",
+             not ("envoyDeployment" in k8s and "envoyDaemonSet" in k8s))
+        container = k8s["envoyDeployment"]["container"]
+        rule("EnvoyProxy", "Either image or imageRepository can be set.",
+             not ("image" in container and "imageRepository" in container))
+        if "image" in container:
+            message = "Image must include a tag and allowed characters only (e.g., 'repo:tag')."
+            [pattern] = re.findall(r"self\.matches\('(.*)'\)", cel_rule_text("EnvoyProxy", message))
+            rule("EnvoyProxy", message, re.search(pattern, container["image"]))
+        if "bootstrap" in s:
+            rule("EnvoyProxy", "provided bootstrap patch doesn't match the configured patch type",
+                 s["bootstrap"]["type"] != "JSONPatch" and "value" in s["bootstrap"])
+        for m in s.get("dynamicModules", []):
+            src = m["source"]
+            rule("EnvoyProxy", "If type is Remote, remote field needs to be set.",
+                 (src["type"] == "Remote") == ("remote" in src))
+            rule("EnvoyProxy", "If type is Local, local field needs to be set.",
+                 src["type"] != "Local" or "local" in src)
+            rule("EnvoyProxy", "If type is Remote, local field must not be set.",
+                 src["type"] != "Remote" or "local" not in src)
+    assert len(checked) >= 32
 
 
 # --- plugin configurations ------------------------------------------------------------
@@ -371,7 +443,7 @@ def expected_manifest_config(hold):
 
 def test_embedded_configs_are_accepted_by_the_filter():
     configs = embedded_configs()
-    assert len(configs) == 7, [label for label, _ in configs]
+    assert len(configs) == 8, [label for label, _ in configs]
     verdicts = rust_check([json.dumps(c) for _, c in configs], env={SALT_ENV: SALT_VALUE})
     for (label, _), (ok, msg) in zip(configs, verdicts):
         assert ok, f"{label}: {msg}"
@@ -383,7 +455,9 @@ def test_embedded_configs_are_accepted_by_the_filter():
 
 def test_embedded_configs_are_the_demo_with_documented_differences():
     for label, cfg in embedded_configs():
-        hold = "model-routing" in label
+        # Header hold where it works: the Wasm filter with allow_on_headers_stop_iteration
+        # (model-routing/), and the native module, which needs no such flag.
+        hold = "/model-routing/" in label or "/native/" in label
         assert cfg == expected_manifest_config(hold), label
         assert schema_errors(cfg) == [], label
         assert "fingerprint_salt" not in cfg["redaction"], f"{label}: a secret in a manifest"
@@ -481,10 +555,17 @@ def test_policies_target_the_tutorial_resources():
         assert eep["metadata"] == {"name": "ai-gateway-filter", "namespace": "tenant-a"}
         assert {t["name"] for t in eep["spec"]["targetRefs"]} == routes
         assert all(t["kind"] == "HTTPRoute" for t in eep["spec"]["targetRefs"])
-        assert [w["failOpen"] for w in eep["spec"]["wasm"]] == [False]
+        if "wasm" in eep["spec"]:
+            assert [w["failOpen"] for w in eep["spec"]["wasm"]] == [False]
+        else:
+            # A dynamic module entry has no failOpen: Envoy Gateway always fails the
+            # routes closed (500) when it cannot set the module up.
+            [dm] = eep["spec"]["dynamicModule"]
+            assert "failOpen" not in dm and set(eep["spec"]) == {"targetRefs", "dynamicModule"}
     # The variants replace the main objects (same name and namespace), never add to them.
     assert len({(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(istio, "WasmPlugin")}) == 1
     assert len({(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(eg, "EnvoyExtensionPolicy")}) == 1
+    assert len({(o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(eg, "EnvoyProxy")}) == 1
     assert len({(o["metadata"]["namespace"], o["metadata"]["name"]) for o in find(istio, "ConfigMap")}) == 1
     # The filter's alternative forms (WasmPlugin, TrafficExtension, EnvoyFilter) live in
     # different directories, so that `kubectl apply -f <dir>/` never loads it twice.
@@ -633,6 +714,146 @@ def test_envoy_patch_policy_sets_the_flag_on_the_generated_filter():
         apply_eg_json_patch(eg_generated_listener(renamed, one(objects_in(EG), "Gateway")), patch["operation"])
 
 
+# --- the native module on Envoy Gateway (filters/envoy-gateway/native) ---------------
+
+def makefile_envoy_version():
+    """The Envoy release the project builds and tests against (the Makefile's)."""
+    with open(os.path.join(ROOT, "Makefile")) as f:
+        return re.search(r"^ENVOY_VERSION := (\S+)$", f.read(), re.M).group(1)
+
+
+def native_library_name():
+    """lib<name>.so of the native crate ([lib] name in native/Cargo.toml)."""
+    with open(os.path.join(ROOT, "native", "Cargo.toml")) as f:
+        lib = f.read().split("[lib]", 1)[1]
+    name = re.search(r'^name = "([^"]+)"', lib, re.M).group(1)
+    return f"lib{name}.so"
+
+
+def native_abi_version():
+    """The ABI version string the module reports to Envoy (native/src/hooks.rs)."""
+    with open(os.path.join(ROOT, "native", "src", "hooks.rs")) as f:
+        return re.search(r'static ABI_VERSION: &\[u8\] = b"([^"\\]+)\\0";', f.read()).group(1)
+
+
+def dockerfile_instructions():
+    with open(os.path.join(EG_NATIVE, "Dockerfile")) as f:
+        lines = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+    return [ln.split(None, 1) for ln in lines]
+
+
+def native_registration():
+    """(policy, its dynamicModule entry, the EnvoyProxy, the registry entry it names)."""
+    objs = objects_in(EG_NATIVE)
+    eep, proxy = one(objs, "EnvoyExtensionPolicy"), one(objs, "EnvoyProxy")
+    [dm] = eep["spec"]["dynamicModule"]
+    [entry] = [e for e in proxy["spec"]["dynamicModules"] if e["name"] == dm["name"]]
+    return eep, dm, proxy, entry
+
+
+def test_native_directory_replaces_the_proxy_and_the_policy():
+    """native/ holds one EnvoyProxy and one EnvoyExtensionPolicy, each with the name of
+    the Wasm deployment's, so `kubectl apply -f native/` swaps the filter, never adds a
+    second one; the Gateway keeps its parametersRef."""
+    objs = objects_in(EG_NATIVE)
+    assert sorted(o["kind"] for o in objs) == ["EnvoyExtensionPolicy", "EnvoyProxy"]
+    main = objects_in(EG)
+    gw = one(main, "Gateway", "ai-shared-gateway")
+    ref = gw["spec"]["infrastructure"]["parametersRef"]
+    assert (ref["group"], ref["kind"]) == ("gateway.envoyproxy.io", "EnvoyProxy")
+    proxy = one(objs, "EnvoyProxy")
+    assert proxy["metadata"] == {"name": ref["name"], "namespace": gw["metadata"]["namespace"]}
+    assert proxy["metadata"] == one(main, "EnvoyProxy")["metadata"]
+    assert one(objs, "EnvoyExtensionPolicy")["metadata"] == one(main, "EnvoyExtensionPolicy")["metadata"]
+    # kubectl applies a directory's files in name order: the EnvoyProxy (module on the
+    # pods) before the policy that needs it.
+    kinds = {f: [d["kind"] for d in load_docs(os.path.join(EG_NATIVE, f))]
+             for f in sorted(os.listdir(EG_NATIVE)) if f.endswith(".yaml")}
+    assert list(kinds.values()) == [["EnvoyProxy"], ["EnvoyExtensionPolicy"]], kinds
+
+
+def test_native_policy_names_a_module_the_gateways_proxy_registers():
+    """Envoy Gateway looks the policy's module up in the dynamicModules of the EnvoyProxy
+    of the Gateway its routes attach to (internal/gatewayapi/envoyextensionpolicy.go,
+    buildDynamicModules) and rejects it otherwise: the route's Gateway resolves to the
+    native EnvoyProxy, which registers that name once, by a local path."""
+    eep, dm, proxy, entry = native_registration()
+    routes = {r["metadata"]["name"]: r for r in find(objects_in(EG), "HTTPRoute")}
+    gw = one(objects_in(EG), "Gateway", "ai-shared-gateway")
+    for target in eep["spec"]["targetRefs"]:
+        route = routes[target["name"]]
+        assert route["metadata"]["namespace"] == eep["metadata"]["namespace"]
+        for parent in route["spec"]["parentRefs"]:
+            assert (parent["namespace"], parent["name"]) == (gw["metadata"]["namespace"], gw["metadata"]["name"])
+    assert gw["spec"]["infrastructure"]["parametersRef"]["name"] == proxy["metadata"]["name"]
+    assert [e["name"] for e in proxy["spec"]["dynamicModules"]].count(dm["name"]) == 1
+    assert entry["source"] == {"type": "Local", "local": {"path": entry["source"]["local"]["path"]}}
+    path = entry["source"]["local"]["path"]
+    assert os.path.isabs(path) and os.path.basename(path) == native_library_name()
+    # The module runs a tick thread: it must never be unloaded.
+    assert entry["doNotClose"] is True and not entry.get("loadGlobally", False)
+    assert dm["filterName"] == "ai-gateway-filter" and not dm.get("terminalFilter", False)
+
+
+def test_native_proxy_is_the_wasm_proxy_with_the_module_image():
+    """The native EnvoyProxy is ../10-gateway.yaml's with the Envoy image replaced, the
+    module registered and no stats_tags patch (the module gives Envoy its labels as
+    tags); the salt comes from the same Secret."""
+    _, _, proxy, _ = native_registration()
+    main = one(objects_in(EG), "EnvoyProxy")
+    native, wasm = copy.deepcopy(proxy["spec"]), copy.deepcopy(main["spec"])
+    image = native["provider"]["kubernetes"]["envoyDeployment"]["container"].pop("image")
+    assert native.pop("dynamicModules")
+    assert "bootstrap" not in native and wasm.pop("bootstrap")
+    assert native == wasm
+    # registry/name:<Envoy release>-<module version>: the two versions go together.
+    assert image.rsplit(":", 1)[1] == f"{makefile_envoy_version()}-{VERSION}", image
+
+
+def test_native_image_is_the_envoy_release_the_module_is_built_for():
+    """The Dockerfile starts from Envoy's own image of the Makefile's ENVOY_VERSION (the
+    release the tests run and the module's ABI is taken from), in its Ubuntu variant
+    (the distroless one has no libgcc_s.so.1, which the module needs), and copies the
+    library to the path the EnvoyProxy registers."""
+    _, _, _, entry = native_registration()
+    envoy_version = makefile_envoy_version()
+    assert dockerfile_instructions() == [
+        ["FROM", f"docker.io/envoyproxy/envoy:v{envoy_version}"],
+        ["COPY", f"{native_library_name()} {entry['source']['local']['path']}"],
+    ]
+    # The Envoy the tests run is that release.
+    assert os.path.exists(launcher.ENVOY), f"{launcher.ENVOY} missing: run `make deps`"
+    out = subprocess.run([launcher.ENVOY, "--version"], capture_output=True, text=True, timeout=60).stdout
+    assert f"/{envoy_version}/" in out, out
+
+
+def test_native_readme_states_the_version_coupling():
+    """The README names the Envoy release, the ABI version string the module reports
+    and the files it describes, so the coupling it states stays the code's."""
+    with open(os.path.join(EG_NATIVE, "README.md")) as f:
+        text = f.read()
+    assert f"Envoy {makefile_envoy_version()}" in text and native_abi_version() in text
+    for name in ["10-envoyproxy.yaml", "50-extension-policy.yaml", "Dockerfile", native_library_name()]:
+        assert name in text, name
+    assert "kubectl apply -f" in text
+
+
+def test_native_policy_carries_the_wasm_configuration():
+    """The same plugin configuration as the Wasm policies: exactly the model-routing
+    one's (header hold on, which a dynamic module can do without any patch), and the
+    main one's but for that switch."""
+    _, dm, _, _ = native_registration()
+    routing = one(objects_in(os.path.join(EG, "model-routing")), "EnvoyExtensionPolicy")["spec"]["wasm"][0]
+    main = one(objects_in(EG), "EnvoyExtensionPolicy")["spec"]["wasm"][0]
+    assert dm["config"] == routing["config"]
+    native, base = copy.deepcopy(dm["config"]), copy.deepcopy(main["config"])
+    assert native["routing"].pop("hold_headers_for_body") is True
+    assert base["routing"].pop("hold_headers_for_body") is False
+    assert native == base
+    # Nothing else points at the Wasm host.
+    assert "env" not in dm and "failOpen" not in dm
+
+
 def salt_env_names(objs):
     """Every place a manifest names the salt variable or its Secret."""
     names, secrets = set(), set()
@@ -643,7 +864,9 @@ def salt_env_names(objs):
         elif kind == "TrafficExtension":
             names |= {e["name"] for e in spec["wasm"]["vmConfig"]["env"] if e.get("valueFrom") == "HOST"}
         elif kind == "EnvoyExtensionPolicy":
-            for w in spec["wasm"]:
+            # The native module reads the Envoy process's environment itself: its
+            # policy names no variables.
+            for w in spec.get("wasm", []):
                 names |= set(w["env"]["hostKeys"])
         elif kind == "EnvoyFilter":
             for p in spec["configPatches"]:
@@ -1093,21 +1316,84 @@ class TranslatedTopology(launcher.Topology):
             yaml.safe_dump(boot, f)
 
 
+def eg_dynamic_module_filter():
+    """The HTTP filter Envoy Gateway generates for native/50-extension-policy.yaml with
+    the module native/10-envoyproxy.yaml registers (internal/xds/translator/dynamicmodule.go):
+    named envoy.filters.http.dynamic_modules/<policy's IR name>, disabled in the
+    connection manager and enabled on the policy's routes, loading the module by its
+    path (here the built library instead of the image's copy), with the policy's config
+    as a StringValue holding its JSON."""
+    eep, dm, _, entry = native_registration()
+    assert os.path.exists(launcher.NATIVE), (
+        f"{launcher.NATIVE} missing: run `make native`")
+    ns, name = eep["metadata"]["namespace"], eep["metadata"]["name"]
+    return {
+        "name": f"envoy.filters.http.dynamic_modules/envoyextensionpolicy/{ns}/{name}/dynamic-module/0",
+        "disabled": True,
+        "typed_config": {
+            "@type": DYNAMIC_MODULE_TYPE,
+            "dynamic_module_config": {
+                "do_not_close": entry["doNotClose"],
+                "load_globally": entry.get("loadGlobally", False),
+                "module": {"local": {"filename": launcher.NATIVE}},
+            },
+            "filter_name": dm["filterName"],
+            "filter_config": {"@type": STRING_VALUE, "value": json.dumps(dm["config"])},
+        },
+    }
+
+
+class EgNativeTopology(launcher.Topology):
+    """The demo topology with the Wasm filter replaced by the native module's filter as
+    Envoy Gateway generates it (eg_dynamic_module_filter), enabled on every route (the
+    policy targets all of them) the way Envoy Gateway does it, with an empty
+    FilterConfig in typed_per_filter_config; and without the bootstrap's stats_tags,
+    which the native EnvoyProxy does not patch in."""
+
+    def __init__(self, http_filter, **kw):
+        self.http_filter = http_filter
+        super().__init__(**kw)
+
+    def render(self, plugin_config=None):
+        super().render(plugin_config)
+        with open(self.config_path) as f:
+            boot = yaml.safe_load(f)
+        del boot["stats_config"]["stats_tags"]
+        [listener] = boot["static_resources"]["listeners"]
+        [hcm] = listener["filter_chains"][0]["filters"]
+        filters = hcm["typed_config"]["http_filters"]
+        [i] = [n for n, f in enumerate(filters) if f["name"] == "envoy.filters.http.wasm"]
+        filters[i] = copy.deepcopy(self.http_filter)
+        enable = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}
+        for vhost in hcm["typed_config"]["route_config"]["virtual_hosts"]:
+            for route in vhost["routes"]:
+                route["typed_per_filter_config"] = {self.http_filter["name"]: enable}
+        with open(self.config_path, "w") as f:
+            yaml.safe_dump(boot, f)
+
+
 VARIANTS = {
     "istio-wasmplugin": (istio_wasmplugin_filter, False),
     "istio-trafficextension": (istio_trafficextension_filter, False),
     "eg-extension-policy": (eg_extension_policy_filter, False),
     "istio-model-routing-envoyfilter": (istio_envoyfilter_filter, True),
     "eg-model-routing-patched": (eg_patched_filter, True),
+    # The native module: header hold needs no flag, so it routes by model.
+    "eg-native-dynamic-module": (eg_dynamic_module_filter, True),
 }
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_module_runs_as_each_controller_configures_it(variant):
     build, model_routing = VARIANTS[variant]
-    typed_config = build()
-    assert "allow_on_headers_stop_iteration" in typed_config["config"] or not model_routing
-    with TranslatedTopology(typed_config, env={SALT_ENV: SALT_VALUE}) as gw:
+    native = variant == "eg-native-dynamic-module"
+    if native:
+        topology = EgNativeTopology(build(), env={SALT_ENV: SALT_VALUE})
+    else:
+        typed_config = build()
+        assert "allow_on_headers_stop_iteration" in typed_config["config"] or not model_routing
+        topology = TranslatedTopology(typed_config, env={SALT_ENV: SALT_VALUE})
+    with topology as gw:
         # Chat, on the chat route: 200 from the 90/10 canary, identity headers upstream.
         r = call(gw, "/v1/chat/completions", chat_body())
         assert r.status_code == 200, r.text
@@ -1142,6 +1428,12 @@ def test_module_runs_as_each_controller_configures_it(variant):
         records, _ = gw.wait_records(6)
         chats = [rec for rec in records if rec.get("route") == "/v1/chat/completions" and rec.get("http_status") == 200]
         assert chats and all(re.fullmatch(r"[0-9a-f]{64}", rec["prompt_blake3"] or "") for rec in chats), chats
+
+        if native:
+            # Labelled metrics without any stats_tags (the native EnvoyProxy has none),
+            # under the Wasm module's names once renamed as filters/prometheus does.
+            text = gw.admin("/stats/prometheus")
+            assert re.search(r'^ai_gateway_requests_total\{[^}]*tenant="tenant-b"', text, re.M), text[-3000:]
 
 
 # --- func-e / plain Envoy -------------------------------------------------------------
