@@ -46,7 +46,7 @@ export GATEWAY_PORT ADMIN_PORT PLUGIN_CONFIG LOG_DIR ENVOY_CONCURRENCY MOCK_BASE
 # small. PYTEST_ARGS lets you narrow a run (make test PYTEST_ARGS='-k quota').
 PYTEST_ARGS ?=
 
-.PHONY: build mock ratelimit wasm-target deps venv apt-deps test unit lint integration demo demo-global dist clean \
+.PHONY: build mock native ratelimit wasm-target deps venv apt-deps test unit lint integration demo demo-global dist clean \
         envoy-yaml bench fuzz manifests image push bench-deps bench-crates meter meter-budgets \
         soak soak-deps bench-global
 
@@ -59,6 +59,9 @@ build: wasm-target
 
 mock:
 	cargo build --release -p mock-llm
+
+native:
+	cargo build --release -p ai-gateway-native
 
 # The global rate limit service (ratelimit/, a workspace of its own like bench/, so the
 # module's workspace never compiles tokio, tonic or redis), into target/ratelimit.
@@ -180,7 +183,7 @@ push: image
 	echo "pushed $(IMAGE):$(IMAGE_TAG)@$$pushed"
 
 # --- Benchmarks and fuzzing -----------------------------------------------------------
-# make bench: plain Envoy, the Wasm floor, the filter and ext_proc (bench/results.md, bench/latency_vs_body.png).
+# make bench: plain Envoy, the Wasm floor, the filter (Wasm and native) and ext_proc (bench/results.md, bench/latency_vs_body.png).
 # BENCH_ARGS is passed to `python -m bench.run_bench` (e.g. BENCH_ARGS=--quick for a smoke run).
 BENCH_ARGS ?=
 # make fuzz: every cargo-fuzz target for FUZZ_SECONDS each (FUZZ_TARGETS narrows the list).
@@ -211,8 +214,8 @@ bench-crates: wasm-target
 	$(BENCH_CARGO) --profile wasm --target $(WASM_TARGET) -p floor-filter
 	$(BENCH_CARGO) --release -p ext-proc-noop -p core-profile
 
-# make bench: plain Envoy, the Wasm floor, the filter and ext_proc side by side.
-bench: bench-deps $(VENV)/.bench-stamp build mock bench-crates
+# make bench: plain Envoy, the Wasm floor, the filter (Wasm and native) and ext_proc side by side.
+bench: bench-deps $(VENV)/.bench-stamp build mock native bench-crates
 	cargo build -q -p meter
 	$(PY) -m bench.run_bench $(BENCH_ARGS)
 
