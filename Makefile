@@ -198,7 +198,7 @@ push: image
 	echo "pushed $(IMAGE):$(IMAGE_TAG)@$$pushed"
 
 # --- Benchmarks and fuzzing -----------------------------------------------------------
-# make bench: plain Envoy, the Wasm floor, the filter and ext_proc (bench/results.md, bench/latency_vs_body.png).
+# make bench: plain Envoy, the Wasm floor, the filter (Wasm and native) and ext_proc (bench/results.md, bench/latency_vs_body.png).
 # BENCH_ARGS is passed to `python -m bench.run_bench` (e.g. BENCH_ARGS=--quick for a smoke run).
 BENCH_ARGS ?=
 # make fuzz: every cargo-fuzz target for FUZZ_SECONDS each (FUZZ_TARGETS narrows the list).
@@ -229,8 +229,8 @@ bench-crates: wasm-target
 	$(BENCH_CARGO) --profile wasm --target $(WASM_TARGET) -p floor-filter
 	$(BENCH_CARGO) --release -p ext-proc-noop -p core-profile
 
-# make bench: plain Envoy, the Wasm floor, the filter and ext_proc side by side.
-bench: bench-deps $(VENV)/.bench-stamp build mock bench-crates
+# make bench: plain Envoy, the Wasm floor, the filter (Wasm and native) and ext_proc side by side.
+bench: bench-deps $(VENV)/.bench-stamp build mock native bench-crates
 	cargo build -q -p meter
 	$(PY) -m bench.run_bench $(BENCH_ARGS)
 

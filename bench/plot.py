@@ -1,5 +1,6 @@
 """Plot CPU per request and latency against request body size, one line per setup
-(plain Envoy, the Wasm floor, the filter, ext_proc), from bench/out/results.json.
+(plain Envoy, the Wasm floor, the filter as Wasm and as the native module, ext_proc),
+from bench/out/results.json.
 
     python bench/plot.py bench/out/results.json bench/latency_vs_body.png
 """
@@ -13,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 KB = 1024
 SETUPS = [("plain", "plain Envoy"), ("floor", "floor (empty Wasm filter)"),
-          ("filter", "ai-gateway-filter"), ("ext_proc", "ext_proc + no-op processor")]
+          ("filter", "ai-gateway-filter"), ("native", "ai-gateway-filter, native module"),
+          ("ext_proc", "ext_proc + no-op processor")]
 
 
 def main(src, dst):
@@ -25,7 +27,9 @@ def main(src, dst):
     fits = res.get("cpu_fit", {})
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
 
-    for name, label in SETUPS:
+    # Results from before a setup existed (bench.run_bench --render-only) lack its rows.
+    setups = [(n, lbl) for n, lbl in SETUPS if all(n in r for r in rows)]
+    for name, label in setups:
         line, = ax1.plot(kb, [r[name]["cpu_us_per_req"] for r in rows], "o-", label=label)
         if name == "ext_proc":
             ax1.plot(kb, [r[name]["envoy_cpu_us_per_req"] for r in rows], "x:",
@@ -39,7 +43,7 @@ def main(src, dst):
     ax1.grid(True, alpha=0.3)
     ax1.legend(fontsize=8)
 
-    for name, label in SETUPS:
+    for name, label in setups:
         ax2.plot(kb, [r[name]["latency_us"]["p50"] for r in rows], "o-", label=f"{label}, p50")
     ax2.set_xscale("log", base=2)
     ax2.set_xticks(kb, [f"{k:g}" for k in kb])
@@ -52,7 +56,7 @@ def main(src, dst):
 
     m = res.get("machine", {})
     envoy = str(m.get("envoy", ""))
-    fig.suptitle(f"plain Envoy vs Wasm floor vs ai-gateway-filter vs ext_proc — {m.get('nproc')} cores "
+    fig.suptitle(f"plain Envoy vs Wasm floor vs ai-gateway-filter (Wasm, native) vs ext_proc — {m.get('nproc')} cores "
                  f"{m.get('cpu', '')}, Envoy {envoy.split('/')[1] if '/' in envoy else ''}, "
                  f"{res.get('date', '')}", fontsize=10)
     fig.tight_layout()
