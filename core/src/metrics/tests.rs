@@ -36,14 +36,16 @@ fn split_inverts_series_name() {
 /// order (hosts that declare metrics up front rely on it).
 #[test]
 fn observations_match_the_catalogue() {
-    let mut rec = GatewayRecord::default();
-    rec.tenant = Some("t".into());
-    rec.http_status = Some(200);
-    rec.latency_ms = Some(5);
-    rec.ttft_ms = Some(2);
-    rec.prompt_tokens = Some(3);
-    rec.completion_tokens = Some(4);
-    rec.estimated_cost_usd = Some(0.5);
+    let rec = GatewayRecord {
+        tenant: Some("t".into()),
+        http_status: Some(200),
+        latency_ms: Some(5),
+        ttft_ms: Some(2),
+        prompt_tokens: Some(3),
+        completion_tokens: Some(4),
+        estimated_cost_usd: Some(0.5),
+        ..GatewayRecord::default()
+    };
     let f = Finished {
         record: &rec,
         upstream_ms: Some(4),
