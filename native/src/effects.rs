@@ -59,7 +59,8 @@ fn replace_request_body(s: Stream, body: &[u8]) {
     }
 }
 
-/// The response hooks and the stream's end still run after a local reply.
+/// After the module's own local reply Envoy skips the module's response hooks (it would
+/// otherwise re-enter the module inside this call); the stream's end still runs.
 fn send(s: Stream, reply: &LocalReply) {
     let headers: Vec<(&str, &str)> = reply
         .headers
