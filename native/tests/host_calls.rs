@@ -1870,11 +1870,11 @@ fn wrong_key_gets_a_local_401_and_both_records() {
         err["message"].as_str().is_some_and(|m| !m.is_empty()),
         "{body}"
     );
-    assert_eq!(err["type"], "authentication_error", "{body}");
+    assert_eq!(err["type"], "invalid_request_error", "{body}");
     assert!(err["code"].is_string(), "{body}");
     // Envoy told the module about its own reply, from inside send_response.
     assert_eq!(s.nested_hooks, [("local_reply", 401)]);
-    assert_eq!(err["code"], "invalid_credentials", "{body}");
+    assert_eq!(err["code"], "invalid_api_key", "{body}");
     // The host is tenant-a's, but a wrong key names no tenant (docs/contract.md).
     assert_records(&out, Value::Null, 401, "deny");
     assert_eq!(out.record("wasm.ai.audit")["reason"], "invalid_credentials");
