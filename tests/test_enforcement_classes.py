@@ -267,6 +267,17 @@ def slow_requests(gw, n, stream=False, ttft_ms=4000):
     return burst(gw.base_url, [(CHAT, headers, body)] * n, stream=stream)
 
 
+def chat_upstream_active(gw):
+    """Requests Envoy is forwarding to the chat backends right now."""
+    total = 0
+    for line in gw.admin("/stats?filter=upstream_rq_active").splitlines():
+        name, _, value = line.partition(": ")
+        if name in ("cluster.chat-llama3-8b-v1.upstream_rq_active",
+                    "cluster.chat-llama3-8b-v2.upstream_rq_active"):
+            total += int(value)
+    return total
+
+
 def test_max_in_flight_is_exact_across_workers_and_released_on_every_end(gw):
     for _ in range(2):  # twice: the first round's slots all came back
         out = slow_requests(gw, 8)
@@ -284,13 +295,14 @@ def test_max_in_flight_is_exact_across_workers_and_released_on_every_end(gw):
                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
                    f"x-mock-ttft-ms: 30000\r\n\r\n").encode() + body)
         socks.append(s)
-    # Once both are admitted, the tenant is full (polled: admission takes a moment).
+    # Once both are admitted (forwarded: Envoy counts them as active upstream requests),
+    # the tenant is full. Waiting for that, rather than probing with requests of our own,
+    # keeps a probe from taking a slot before the second one arrives.
     deadline = time.monotonic() + 10
-    while True:
-        r = call(gw, CHAT, chat_body(), host="api.ai.example.com", key=KEY_C)
-        if r.status_code == 429 or time.monotonic() > deadline:
-            break
+    while chat_upstream_active(gw) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert chat_upstream_active(gw) == 2, "both held-open requests were admitted"
+    r = call(gw, CHAT, chat_body(), host="api.ai.example.com", key=KEY_C)
     assert_openai_error(r, 429, "too_many_requests_in_flight")
     for s in socks:
         s.close()
