@@ -305,8 +305,10 @@ class Topology(Managed):
         path = os.path.join(self.log_dir, name)
         if not os.path.exists(path):
             return []
+        # Envoy flushes its access logs while we read: a last line without its newline is
+        # still being written, and is read on the next call.
         with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            return [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
 
     def records(self):
         return self.read_jsonl("access.log")
