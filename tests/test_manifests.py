@@ -301,14 +301,13 @@ def test_strict_validation_catches_typos():
     assert crd_errors(eep) == [] and schema_errors(eep["spec"]["dynamicModule"][0]["config"])
 
 
-def cel_rule_messages(kind):
-    """Every x-kubernetes-validations message in a kind's schema."""
-    msgs = set()
+def cel_rules(kind):
+    """Every x-kubernetes-validations rule (its `rule` and `message`) in a kind's schema."""
+    rules = []
 
     def walk(node):
         if isinstance(node, dict):
-            for rule in node.get("x-kubernetes-validations", []):
-                msgs.add(rule["message"])
+            rules.extend(node.get("x-kubernetes-validations", []))
             for v in node.values():
                 walk(v)
         elif isinstance(node, list):
@@ -318,25 +317,17 @@ def cel_rule_messages(kind):
     for (api, k), crd in crds().items():
         if k == kind:
             walk(crd["schema"])
-    return msgs
+    return rules
+
+
+def cel_rule_messages(kind):
+    """Every x-kubernetes-validations message in a kind's schema."""
+    return {r["message"] for r in cel_rules(kind)}
 
 
 def cel_rule_text(kind, message):
     """The CEL expression of the one rule with this message in a kind's schema."""
-    found = set()
-
-    def walk(node):
-        if isinstance(node, dict):
-            found.update(r["rule"] for r in node.get("x-kubernetes-validations", []) if r["message"] == message)
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    for (api, k), crd in crds().items():
-        if k == kind:
-            walk(crd["schema"])
+    found = {r["rule"] for r in cel_rules(kind) if r["message"] == message}
     assert len(found) == 1, (kind, message, found)
     return found.pop()
 
