@@ -62,7 +62,7 @@ curl -si {g}/v1/chat/completions -H 'Host: tenant-b.ai.example.com' -H 'x-api-ke
 {sys.executable} -c "import openai; c = openai.OpenAI(base_url='{g}/v1', api_key='sk-tenant-a-demo'); print(c.chat.completions.create(model='llama3-8b', messages=[{{'role': 'user', 'content': 'hi'}}]).choices[0].message.content)"
 
 # metrics
-curl -s http://127.0.0.1:{admin}/stats/prometheus | grep ^ai_gateway_
+curl -s http://127.0.0.1:{admin}/stats/prometheus | grep -E '^(envoy_dynamicmodulescustom_)?ai_gateway_'
 
 Ctrl-C stops everything.
 """, flush=True)
