@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ai_gateway_core::config::Config;
 use ai_gateway_core::lifecycle::exchange::ResponseHead;
-use ai_gateway_core::lifecycle::{LogInput, Plan, Request, RequestBody, RequestHeaders};
+use ai_gateway_core::lifecycle::{LogSource, Plan, Request, RequestBody, RequestHeaders};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
@@ -146,36 +146,32 @@ impl HttpContext for Http {
     }
 
     fn on_log(&mut self) {
-        let plan = match self.req.log_needs() {
-            None => worker::with(|w| self.req.on_log(w, &LogInput::nothing())),
-            Some(needs) => {
-                let headers = needs
-                    .request_headers
-                    .then(|| abi::get_headers(REQUEST_HEADERS).ok())
-                    .flatten();
-                let cluster = abi::get_property_string(&["xds", "cluster_name"]);
-                let upstream = abi::get_property_string(&["upstream", "address"]);
-                let code = needs
-                    .response_code
-                    .then(|| abi::get_property_u64(&["response", "code"]))
-                    .flatten()
-                    .and_then(|c| u16::try_from(c).ok());
-                let details = needs
-                    .code_details
-                    .then(|| abi::get_property_string(&["response", "code_details"]))
-                    .flatten();
-                let input = LogInput {
-                    now_ms: abi::now_ms(),
-                    response_code: code,
-                    cluster: cluster.as_deref(),
-                    upstream_address: upstream.as_deref(),
-                    request_headers: headers.as_deref(),
-                    busy_ns: self.busy_ns,
-                    code_details: details.as_deref(),
-                };
-                worker::with(|w| self.req.on_log(w, &input))
-            }
-        };
+        let (req, busy_ns) = (&mut self.req, self.busy_ns);
+        let plan = worker::with(|w| req.on_stream_end(w, &StreamEnd, busy_ns));
         effects::execute(&plan, 0);
+    }
+}
+
+/// Envoy's properties the records read when the stream is done.
+struct StreamEnd;
+
+impl LogSource for StreamEnd {
+    fn request_headers(&self) -> Option<Vec<(String, String)>> {
+        abi::get_headers(REQUEST_HEADERS).ok()
+    }
+    fn cluster(&self) -> Option<String> {
+        abi::get_property_string(&["xds", "cluster_name"])
+    }
+    fn upstream_address(&self) -> Option<String> {
+        abi::get_property_string(&["upstream", "address"])
+    }
+    fn response_code(&self) -> Option<u64> {
+        abi::get_property_u64(&["response", "code"])
+    }
+    fn code_details(&self) -> Option<String> {
+        abi::get_property_string(&["response", "code_details"])
+    }
+    fn now_ms(&self) -> u64 {
+        abi::now_ms()
     }
 }

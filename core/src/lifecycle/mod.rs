@@ -21,5 +21,5 @@ pub mod route;
 pub mod worker;
 
 pub use plan::{Flow, GrpcCall, LocalReply, Plan, RLS_METHOD, RLS_SERVICE};
-pub use request::{LogInput, LogNeeds, Request, RequestBody, RequestHeaders};
+pub use request::{LogInput, LogNeeds, LogSource, Request, RequestBody, RequestHeaders};
 pub use worker::{Worker, WorkerState};

@@ -83,6 +83,17 @@ impl LogInput<'_> {
     }
 }
 
+/// What a host reads from Envoy when the stream is done. [`Request::on_stream_end`] asks
+/// for each only when the records need it, in the order listed here.
+pub trait LogSource {
+    fn request_headers(&self) -> Option<Vec<(String, String)>>;
+    fn cluster(&self) -> Option<String>;
+    fn upstream_address(&self) -> Option<String>;
+    fn response_code(&self) -> Option<u64>;
+    fn code_details(&self) -> Option<String>;
+    fn now_ms(&self) -> u64;
+}
+
 pub struct Request {
     id: u32,
     cfg: Option<Arc<Config>>,
@@ -303,6 +314,36 @@ impl Request {
             response_code: self.ex.response_status.is_none(),
             code_details: self.ex.needs_code_details(),
         })
+    }
+
+    /// The end of the stream, reading from `src` what [`Request::log_needs`] says the
+    /// records need; `busy_ns` is the time the host spent in this request's callbacks.
+    pub fn on_stream_end(&mut self, w: &mut Worker, src: &impl LogSource, busy_ns: u64) -> Plan {
+        let Some(needs) = self.log_needs() else {
+            return self.on_log(w, &LogInput::nothing());
+        };
+        let headers = needs
+            .request_headers
+            .then(|| src.request_headers())
+            .flatten();
+        let cluster = src.cluster();
+        let upstream = src.upstream_address();
+        let code = needs
+            .response_code
+            .then(|| src.response_code())
+            .flatten()
+            .and_then(|c| u16::try_from(c).ok());
+        let details = needs.code_details.then(|| src.code_details()).flatten();
+        let input = LogInput {
+            now_ms: src.now_ms(),
+            response_code: code,
+            cluster: cluster.as_deref(),
+            upstream_address: upstream.as_deref(),
+            request_headers: headers.as_deref(),
+            busy_ns,
+            code_details: details.as_deref(),
+        };
+        self.on_log(w, &input)
     }
 
     /// The end of the stream: both records, the quota settlement, the metrics.
