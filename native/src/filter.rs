@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ai_gateway_core::lifecycle::exchange::ResponseHead;
-use ai_gateway_core::lifecycle::{Flow, LogInput, Plan, Request, RequestBody, RequestHeaders};
+use ai_gateway_core::lifecycle::{Flow, LogSource, Plan, Request, RequestBody, RequestHeaders};
 
 use ai_gateway_core::quota::global::CallFailure;
 use ai_gateway_core::quota::rls;
@@ -16,7 +16,7 @@ use crate::abi::{
     self, SchedulerPtr, BUFFERED_REQUEST_BODY, RECEIVED_REQUEST_BODY, RECEIVED_RESPONSE_BODY,
 };
 use crate::grpc::{self, From};
-use crate::host::Stream;
+use crate::host::{copy_chunks, Stream};
 use crate::{clock, effects, worker, FilterConfig};
 
 pub struct Filter {
@@ -119,20 +119,20 @@ impl Filter {
         let flow = self.run(s, |req, now_ms| {
             // The body so far: what earlier hooks buffered, then this chunk (unless the
             // chunk is the buffer itself, handed on by a filter that buffered it).
+            // Each body is asked for once: its size and its bytes come from one read.
             let whole = s.received_is_buffered();
-            let buffered = s.body_len(RECEIVED_REQUEST_BODY)
-                + if whole {
-                    0
-                } else {
-                    s.body_len(BUFFERED_REQUEST_BODY)
-                };
+            let received = s.chunks(RECEIVED_REQUEST_BODY);
+            let held = if whole {
+                Vec::new()
+            } else {
+                s.chunks(BUFFERED_REQUEST_BODY)
+            };
+            let buffered = held.iter().chain(&received).map(|c| c.length).sum();
             let mut body = Vec::new();
             if req.wants_request_body(end_of_stream) {
                 body.reserve(buffered);
-                if !whole {
-                    s.read_body(BUFFERED_REQUEST_BODY, &mut body);
-                }
-                s.read_body(RECEIVED_REQUEST_BODY, &mut body);
+                copy_chunks(&held, &mut body);
+                copy_chunks(&received, &mut body);
             }
             let cluster = req
                 .wants_cluster(end_of_stream)
@@ -186,35 +186,30 @@ impl Filter {
 
     /// The stream is done: both records, the quota settled, the metrics.
     pub fn on_stream_complete(&mut self, s: Stream) {
-        let plan = match self.req.log_needs() {
-            None => worker::with(|w| self.req.on_log(w, &LogInput::nothing())),
-            Some(needs) => {
-                let headers = needs
-                    .request_headers
-                    .then(|| s.headers(abi::REQUEST_HEADERS));
-                let cluster = s.attribute_string(abi::ATTR_XDS_CLUSTER_NAME);
-                let upstream = s.attribute_string(abi::ATTR_UPSTREAM_ADDRESS);
-                let code = needs
-                    .response_code
-                    .then(|| s.attribute_int(abi::ATTR_RESPONSE_CODE))
-                    .flatten()
-                    .and_then(|c| u16::try_from(c).ok());
-                let details = needs
-                    .code_details
-                    .then(|| s.attribute_string(abi::ATTR_RESPONSE_CODE_DETAILS))
-                    .flatten();
-                let input = LogInput {
-                    now_ms: clock::now_ms(),
-                    response_code: code,
-                    cluster: cluster.as_deref(),
-                    upstream_address: upstream.as_deref(),
-                    request_headers: headers.as_deref(),
-                    busy_ns: self.busy_ns,
-                    code_details: details.as_deref(),
-                };
-                worker::with(|w| self.req.on_log(w, &input))
-            }
-        };
+        let (req, busy_ns) = (&mut self.req, self.busy_ns);
+        let plan = worker::with(|w| req.on_stream_end(w, &s, busy_ns));
         effects::execute(s, &self.config, &plan);
+    }
+}
+
+/// Envoy's attributes the records read when the stream is done.
+impl LogSource for Stream {
+    fn request_headers(&self) -> Option<Vec<(String, String)>> {
+        Some(self.headers(abi::REQUEST_HEADERS))
+    }
+    fn cluster(&self) -> Option<String> {
+        self.attribute_string(abi::ATTR_XDS_CLUSTER_NAME)
+    }
+    fn upstream_address(&self) -> Option<String> {
+        self.attribute_string(abi::ATTR_UPSTREAM_ADDRESS)
+    }
+    fn response_code(&self) -> Option<u64> {
+        self.attribute_int(abi::ATTR_RESPONSE_CODE)
+    }
+    fn code_details(&self) -> Option<String> {
+        self.attribute_string(abi::ATTR_RESPONSE_CODE_DETAILS)
+    }
+    fn now_ms(&self) -> u64 {
+        clock::now_ms()
     }
 }

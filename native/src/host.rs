@@ -17,6 +17,14 @@ fn text(buf: &EnvoyBuffer) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Appends chunks Envoy lent in the current hook to `out`.
+pub fn copy_chunks(chunks: &[EnvoyBuffer], out: &mut Vec<u8>) {
+    for c in chunks {
+        // SAFETY: Envoy lends the chunk for the current event hook; copied now.
+        out.extend_from_slice(unsafe { c.bytes() });
+    }
+}
+
 impl Stream {
     /// Every header of the map, in order (names arrive lower case).
     pub fn headers(self, header_type: u32) -> Vec<(String, String)> {
@@ -105,7 +113,8 @@ impl Stream {
         }
     }
 
-    fn chunks(self, body_type: u32) -> Vec<EnvoyBuffer> {
+    /// A body's chunks, lent by Envoy until the end of the current hook.
+    pub fn chunks(self, body_type: u32) -> Vec<EnvoyBuffer> {
         // SAFETY: the vector has the number of chunks Envoy reported.
         let n = unsafe {
             abi::envoy_dynamic_module_callback_http_get_body_chunks_size(self.0, body_type)
@@ -131,10 +140,7 @@ impl Stream {
 
     /// Appends a body's bytes to `out`.
     pub fn read_body(self, body_type: u32, out: &mut Vec<u8>) {
-        for c in self.chunks(body_type) {
-            // SAFETY: Envoy lends the chunk for the current event hook; copied now.
-            out.extend_from_slice(unsafe { c.bytes() });
-        }
+        copy_chunks(&self.chunks(body_type), out);
     }
 
     pub fn body_len(self, body_type: u32) -> usize {
